@@ -1,0 +1,107 @@
+/*
+ * Authentication of /rpc (and later /subscribe, /import) requests. The token
+ * comes from a non-empty ?token= parameter or the Authorization header; its
+ * namespace is looked up in the shared table (no database query) and the
+ * SHA-256 of the presented token is compared in constant time with the
+ * stored hash. Only hashes are ever stored.
+ */
+#include "autoconf.h"
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "auth.h"
+#include "config.h"
+#include "evlib.h"
+#include "jsonw.h"
+#include "shm.h"
+#include "worker.h"
+
+bool
+auth_valid_ns_id(const char *id, size_t len)
+{
+	if (len < 1 || len > 54)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = id[i];
+		bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+		if (!alnum && (i == 0 || (ch != '_' && ch != '-')))
+			return false;
+	}
+	return true;
+}
+
+static void
+fail(struct auth_result *a, int status, const char *code, const char *message)
+{
+	a->status = status;
+	a->code = code;
+	a->message = message;
+}
+
+/* details {"error":"..."} with the text JSON-escaped. */
+static void
+details_error(struct auth_result *a, const char *text)
+{
+	char esc[sizeof(a->details) - 16];
+	size_t n = strlen(text);
+
+	if (n > (sizeof(esc) - 3) / 6)
+		n = (sizeof(esc) - 3) / 6;
+	jw_escape(text, n, esc);
+	snprintf(a->details, sizeof(a->details), "{\"error\":%s}", esc);
+}
+
+void
+auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a)
+{
+	char tokbuf[TOKEN_MAXLEN + 64];
+	const char *tok = NULL, *query, *hdr;
+	char perr[160];
+	uint8_t want[32], got[32];
+	size_t toklen;
+
+	memset(a, 0, sizeof(*a));
+
+	/* ?token= wins when non-empty, on every path. */
+	query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	if (query != NULL && strstr(query, "token=") != NULL) {
+		struct evkeyvalq q;
+		if (evhttp_parse_query_str(query, &q) == 0) {
+			const char *v = evhttp_find_header(&q, "token");
+			if (v != NULL && *v != '\0') {
+				snprintf(tokbuf, sizeof(tokbuf), "%s", v);
+				tok = tokbuf;
+			}
+			evhttp_clear_headers(&q);
+		}
+	}
+	if (tok == NULL) {
+		hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+		if (hdr == NULL)
+			return fail(a, 401, "AUTH_REQUIRED", "Authorization header required");
+		if (strncmp(hdr, "Bearer ", 7) != 0)
+			return fail(a, 401, "AUTH_REQUIRED", "Authorization header must use Bearer scheme");
+		if (hdr[7] == '\0')
+			return fail(a, 401, "AUTH_REQUIRED", "Token required");
+		tok = hdr + 7;
+	}
+	toklen = strlen(tok);
+	if (token_parse(tok, toklen, a->ns, sizeof(a->ns), perr, sizeof(perr)) != 0) {
+		details_error(a, perr);
+		return fail(a, 401, "AUTH_INVALID_TOKEN", "Invalid token format");
+	}
+	digest_sha256(tok, toklen, got);
+	/* Unknown namespace and wrong hash answer the same, after the same work. */
+	if (!shm_ns_get(w->shm, a->ns, want))
+		memset(want, 0xff, sizeof(want));
+	if (!digest_equal(want, got, sizeof(want))) {
+		char esc[TOKEN_NS_MAX * 6 + 3];
+		jw_escape(a->ns, strlen(a->ns), esc);
+		snprintf(a->details, sizeof(a->details), "{\"namespace\":%s}", esc);
+		return fail(a, 403, "AUTH_UNAUTHORIZED", "Token not authorized for namespace");
+	}
+	a->admin = strcmp(a->ns, "default") == 0;
+}

@@ -1,0 +1,25 @@
+/* Authentication: token from ?token= or "Authorization: Bearer", checked
+ * against the shared namespace table with a constant-time comparison. */
+#ifndef EVENTODB_AUTH_H
+#define EVENTODB_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct evhttp_request;
+struct worker;
+
+struct auth_result {
+	int status;              /* 0 = ok, else the HTTP status to answer */
+	const char *code;        /* error code */
+	const char *message;
+	char details[1280];       /* raw JSON object text or "" */
+	char ns[200];            /* namespace of the request (TOKEN_NS_MAX + 1) */
+	bool admin;              /* token of the default namespace */
+};
+
+void auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a);
+/* Validates a namespace id per SPEC D11. */
+bool auth_valid_ns_id(const char *id, size_t len);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * Options: one table drives flag parsing, EVENTODB_* environment variables,
+ * the config file, --help with live defaults and the man page's option list.
+ * Precedence: flag > environment > config file > default.
+ */
+#ifndef EVENTODB_CONFIG_H
+#define EVENTODB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config {
+	char *config_file;
+	char *data_dir;
+	char *db_type;
+	char *db_url;
+	int64_t db_pool_size;
+	char *listen;
+	char *log_format;
+	char *log_level;
+	int64_t max_batch_size;
+	int64_t max_body;
+	int64_t max_message;
+	char *pid_file;
+	int64_t port;
+	int64_t shutdown_timeout;
+	bool test_mode;
+	char *token;
+	int64_t workers;
+	/* set by parsing: which options were given explicitly (any source) */
+	bool listen_given;
+};
+
+enum opt_type { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL };
+
+struct option_def {
+	const char *name;      /* flag name without dashes, e.g. "db-url" */
+	enum opt_type type;
+	const char *def;       /* default as a string; NULL = none */
+	bool reloadable;       /* re-read on SIGHUP */
+	size_t offset;         /* into struct config */
+	int64_t min, max;      /* for OPT_INT / OPT_SIZE */
+	const char *help;
+};
+
+extern const struct option_def config_options[];
+
+/* Fills cfg from defaults, the config file, the environment and argv (argv[0]
+ * is the first flag, not the program name). Returns 0, or -1 with a message
+ * in err (bad flag, bad value: exit code 2). */
+int config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+/* Re-reads reloadable options from the config file and environment (SIGHUP). */
+int config_reload(struct config *cfg, char *err, size_t errlen);
+void config_free(struct config *cfg);
+/* The option list for --help, with the defaults now in force. */
+void config_usage(FILE *out);
+/* The option list as man page roff (eventodb --dump-options-roff). */
+void config_usage_roff(FILE *out);
+/* Parses "16MiB", "1m", "4096", "2k" style sizes; -1 on error. */
+int config_parse_size(const char *s, int64_t *out);
+
+#endif

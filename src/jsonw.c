@@ -1,0 +1,150 @@
+/*
+ * The JSON writer. Runs of bytes that need no escaping are appended in one
+ * call; only the rare escaped byte goes through a small buffer.
+ */
+#include "autoconf.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "evlib.h"
+#include "jsonw.h"
+
+/* 1 for bytes that must be escaped (controls, '"', '\\', '<', '>', '&'). */
+static const unsigned char needs_escape[256] = {
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	['"'] = 1, ['\\'] = 1, ['<'] = 1, ['>'] = 1, ['&'] = 1,
+	[0xe2] = 2, /* possible start of U+2028 / U+2029 */
+};
+
+static const char hexd[] = "0123456789abcdef";
+
+/* Escape for one byte at s[i]; returns its length in esc, and how many input bytes it consumed. */
+static size_t
+escape_one(const unsigned char *s, size_t len, size_t i, char *esc, size_t *used)
+{
+	unsigned char c = s[i];
+
+	*used = 1;
+	if (c == 0xe2) {
+		if (i + 2 < len && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
+			*used = 3;
+			memcpy(esc, s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
+			return 6;
+		}
+		esc[0] = (char)c;
+		return 1;
+	}
+	switch (c) {
+	case '"': memcpy(esc, "\\\"", 2); return 2;
+	case '\\': memcpy(esc, "\\\\", 2); return 2;
+	case '\n': memcpy(esc, "\\n", 2); return 2;
+	case '\r': memcpy(esc, "\\r", 2); return 2;
+	case '\t': memcpy(esc, "\\t", 2); return 2;
+	default:
+		esc[0] = '\\';
+		esc[1] = 'u';
+		esc[2] = '0';
+		esc[3] = '0';
+		esc[4] = hexd[c >> 4];
+		esc[5] = hexd[c & 15];
+		return 6;
+	}
+}
+
+size_t
+jw_escape(const char *str, size_t len, char *out)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t o = 0, i = 0, used;
+
+	out[o++] = '"';
+	while (i < len) {
+		if (!needs_escape[s[i]]) {
+			out[o++] = (char)s[i++];
+			continue;
+		}
+		o += escape_one(s, len, i, out + o, &used);
+		i += used;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+	return o;
+}
+
+void
+jw_str(struct evbuffer *b, const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0, run = 0, used, n;
+	char esc[8];
+
+	evbuffer_add(b, "\"", 1);
+	while (i < len) {
+		if (!needs_escape[s[i]]) {
+			i++;
+			continue;
+		}
+		if (i > run)
+			evbuffer_add(b, s + run, i - run);
+		n = escape_one(s, len, i, esc, &used);
+		evbuffer_add(b, esc, n);
+		i += used;
+		run = i;
+	}
+	if (len > run)
+		evbuffer_add(b, s + run, len - run);
+	evbuffer_add(b, "\"", 1);
+}
+
+void
+jw_cstr(struct evbuffer *b, const char *s)
+{
+	if (s == NULL)
+		evbuffer_add(b, "null", 4);
+	else
+		jw_str(b, s, strlen(s));
+}
+
+void
+jw_i64(struct evbuffer *b, int64_t v)
+{
+	char buf[24];
+	char *p = buf + sizeof(buf);
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*--p = '-';
+	evbuffer_add(b, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+void
+jw_raw(struct evbuffer *b, const char *s, size_t len)
+{
+	evbuffer_add(b, s, len);
+}
+
+void
+jw_key(struct evbuffer *b, const char *key)
+{
+	jw_str(b, key, strlen(key));
+	evbuffer_add(b, ":", 1);
+}
+
+void
+jw_time_us(struct evbuffer *b, int64_t us)
+{
+	char buf[RFC3339_BUFLEN + 2];
+	size_t n;
+
+	buf[0] = '"';
+	n = rfc3339_format_us(us, buf + 1);
+	buf[n + 1] = '"';
+	evbuffer_add(b, buf, n + 2);
+}

@@ -1,0 +1,1690 @@
+/*
+ * The PostgreSQL store: struct store_ops over a small pool of non-blocking
+ * libpq connections driven by the worker's event_base. The event loop never
+ * waits on the database: requests wait in a bounded FIFO queue for an idle
+ * connection, every statement is prepared once per connection and then run
+ * with PQsendQueryPrepared, and results are read as the socket becomes
+ * readable. Lost connections fail their in-flight request and come back with
+ * exponential backoff.
+ *
+ * Re-entrancy: completion callbacks may call back into the store, including
+ * close(). Every entry point (API call or libevent callback) holds st->depth
+ * so memory is only released when the outermost one returns, and code that
+ * ran a callback re-checks st->closed before touching a connection again.
+ * A store call never runs a callback before it returns (store.h contract):
+ * when sending fails synchronously the request goes back to the queue.
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "log.h"
+#include "pool.h"
+#include "store.h"
+#include "store_pg.h"
+
+/* Tunables; overridable at build time (the tests shorten the waits). */
+#ifndef STORE_PG_QUEUE_MAX
+#define STORE_PG_QUEUE_MAX 4096         /* waiting requests; beyond that calls return -1 (503) */
+#endif
+#ifndef STORE_PG_QUEUE_WAIT_MS
+#define STORE_PG_QUEUE_WAIT_MS 10000    /* longest wait for a free connection */
+#endif
+#ifndef STORE_PG_CONNECT_TIMEOUT_MS
+#define STORE_PG_CONNECT_TIMEOUT_MS 10000
+#endif
+#ifndef STORE_PG_BACKOFF_MIN_MS
+#define STORE_PG_BACKOFF_MIN_MS 100
+#endif
+#ifndef STORE_PG_BACKOFF_MAX_MS
+#define STORE_PG_BACKOFF_MAX_MS 5000
+#endif
+#define STORE_PG_MAX_PARAMS 8
+#define STORE_PG_OP_BUF_KEEP 65536      /* larger parameter buffers are not kept in the pool */
+#define STORE_PG_OP_POOL_FREE 1024
+
+#define STORE_PG_MAGIC 0x50475354u      /* "PGST" */
+#define STORE_PG_OP_MAGIC 0x50474f50u   /* "PGOP" */
+
+/* Statement variants. Together with the namespace they identify one SQL
+ * text; the store numbers the distinct texts and names them "q<n>". */
+enum pg_variant {
+	V_WRITE,
+	V_STREAM_POS,
+	V_STREAM_GPOS,
+	V_LAST,
+	V_LAST_TYPE,
+	V_VERSION,
+	V_CATEGORY, /* + CAT_* flags: 8 variants */
+	V_STREAMS = V_CATEGORY + 8,
+	V_CATEGORIES,
+	/* registry-wide, namespace "" */
+	V_NS_LIST,
+	V_NS_INFO,
+	V_NS_DELETE,
+};
+#define CAT_NAME 1
+#define CAT_CORR 2
+#define CAT_GROUP 4
+
+/* How a result is turned into a reply. */
+enum op_kind {
+	OP_WRITE,
+	OP_MSGS,
+	OP_LAST,
+	OP_VERSION,
+	OP_NS_CREATE,
+	OP_NS_DELETE,
+	OP_NS_LIST,
+	OP_NS_INFO,
+	OP_STREAMS,
+	OP_CATS,
+};
+
+struct pg_op {
+	uint32_t magic;
+	struct pg_op *next;  /* queue link */
+	enum op_kind kind;
+	int stmt;            /* statement index; -1 for ns_create (simple protocol) */
+	int nparams;
+	const char *values[STORE_PG_MAX_PARAMS];
+	char *buf;           /* owned copies of the parameters; kept across reuse */
+	size_t bufcap;
+	int64_t deadline_ms; /* queue wait bound */
+	store_cb cb;
+	void *arg;
+};
+
+struct pg_stmt {
+	char *ns;            /* "" for registry-wide statements */
+	int variant;
+	int nparams;
+	uint32_t hash;
+	char *sql;
+};
+
+enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
+enum conn_phase { P_NONE, P_PREPARE, P_EXEC, P_CLEANUP };
+
+struct store_pg;
+
+struct pg_conn {
+	struct store_pg *st;
+	int idx;
+	PGconn *pg;
+	enum conn_state state;
+	enum conn_phase phase;
+	struct event *ev_io;    /* one-shot while connecting; persistent EV_READ once up */
+	struct event *ev_wr;    /* EV_WRITE while PQflush has output left */
+	struct event *ev_timer; /* reconnect backoff, connect timeout */
+	bool flushing;
+	bool was_up;            /* has been connected before: the next success is a reconnect */
+	bool quiet;             /* failure already logged at warn level */
+	int backoff_ms;
+	struct pg_op *op;       /* in flight */
+	PGresult *res;          /* result kept for the reply */
+	uint8_t *prepared;      /* prepared[i]: statement i exists on this connection */
+	size_t prepared_cap;
+	void *rows;             /* grow-only row structs handed to callbacks */
+	size_t rows_cap;
+	char errbuf[256];
+};
+
+struct store_pg {
+	struct store base; /* first: struct store * is a struct store_pg * */
+	uint32_t magic;
+	struct event_base *evb;
+	char *url;
+	int npool;
+	struct pg_conn *conns;
+	int nup;             /* connections in CONNECTION_OK */
+	bool connect_failed; /* the latest connect attempt failed */
+	bool closed;
+	int depth;
+	struct pg_op *qhead, *qtail;
+	size_t qlen;
+	struct event *qtimer;
+	struct pg_stmt *stmts;
+	size_t nstmts, stmts_cap;
+	int *slots;          /* open addressing over stmts: index + 1, 0 = empty */
+	size_t nslots;
+	uint64_t ops, rejected, reconnects;
+};
+
+static const struct store_ops store_pg_ops;
+
+/* One pool for every store of the process: it registers itself in the
+ * process-wide pool list, so it must outlive any single store. */
+static struct pool op_pool;
+static bool op_pool_ready;
+
+static void conn_connect(struct pg_conn *c);
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+static void on_connect_io(evutil_socket_t fd, short what, void *arg);
+static void conn_lost(struct pg_conn *c, const char *why);
+static void dispatch(struct store_pg *st);
+static void store_pg_free(struct store_pg *st);
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+enter(struct store_pg *st)
+{
+	st->depth++;
+}
+
+static void
+leave(struct store_pg *st)
+{
+	if (--st->depth == 0 && st->closed)
+		store_pg_free(st);
+}
+
+static struct store_pg *
+pg_of(struct store *s)
+{
+	struct store_pg *st = (struct store_pg *)s;
+
+	if (st == NULL || st->magic != STORE_PG_MAGIC) {
+		log_error("store_pg: bad store object");
+		abort();
+	}
+	return st;
+}
+
+/* libpq's (multi-line) message folded onto one line for the log, copied
+ * into c->errbuf so it survives PQfinish and PQclear. */
+static const char *
+conn_errmsg(struct pg_conn *c, const char *msg)
+{
+	size_t n = 0;
+	bool space = false;
+
+	if (msg == NULL || *msg == '\0')
+		msg = "unknown error";
+	for (; *msg != '\0' && n + 1 < sizeof(c->errbuf); msg++) {
+		if (*msg == '\n' || *msg == '\t' || *msg == ' ') {
+			space = n > 0;
+			continue;
+		}
+		if (space && n + 2 < sizeof(c->errbuf))
+			c->errbuf[n++] = ' ';
+		space = false;
+		c->errbuf[n++] = *msg;
+	}
+	c->errbuf[n] = '\0';
+	return c->errbuf;
+}
+
+static void
+pg_notice(void *arg, const char *msg)
+{
+	size_t n = strlen(msg);
+
+	(void)arg;
+	while (n > 0 && msg[n - 1] == '\n')
+		n--;
+	log_debug("postgres: %.*s", (int)n, msg);
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+static void
+op_dtor(void *obj)
+{
+	struct pg_op *op = obj;
+
+	free(op->buf);
+	op->buf = NULL;
+	op->bufcap = 0;
+}
+
+static struct pg_op *
+op_get(void)
+{
+	struct pg_op *op = pool_get(&op_pool);
+
+	if (op == NULL)
+		return NULL;
+	op->magic = STORE_PG_OP_MAGIC;
+	op->next = NULL;
+	op->nparams = 0;
+	op->cb = NULL;
+	op->arg = NULL;
+	return op;
+}
+
+static void
+op_put(struct pg_op *op)
+{
+	if (op->magic != STORE_PG_OP_MAGIC) {
+		log_error("store_pg: bad operation object");
+		abort();
+	}
+	/* one huge message must not pin its buffer in the pool forever */
+	if (op->bufcap > STORE_PG_OP_BUF_KEEP)
+		op_dtor(op);
+	op->magic = 0;
+	pool_put(&op_pool, op);
+}
+
+/* Copies the parameters into the operation, so callers need not keep their
+ * strings alive until the callback. NULL stays NULL (SQL NULL). */
+static int
+op_params(struct pg_op *op, int n, const char *const *vals)
+{
+	size_t len[STORE_PG_MAX_PARAMS], total = 0, off = 0;
+
+	for (int i = 0; i < n; i++) {
+		len[i] = vals[i] != NULL ? strlen(vals[i]) + 1 : 0;
+		total += len[i];
+	}
+	if (total > op->bufcap) {
+		size_t cap = total < 256 ? 256 : total;
+		char *b = realloc(op->buf, cap);
+
+		if (b == NULL)
+			return -1;
+		op->buf = b;
+		op->bufcap = cap;
+	}
+	for (int i = 0; i < n; i++) {
+		if (vals[i] == NULL) {
+			op->values[i] = NULL;
+			continue;
+		}
+		memcpy(op->buf + off, vals[i], len[i]);
+		op->values[i] = op->buf + off;
+		off += len[i];
+	}
+	op->nparams = n;
+	return 0;
+}
+
+/* Runs the operation's callback with r; the operation is recycled first so
+ * the callback may queue new work freely. */
+static void
+op_complete(struct pg_op *op, const struct store_reply *r)
+{
+	store_cb cb = op->cb;
+	void *arg = op->arg;
+
+	op_put(op);
+	cb(r, arg);
+}
+
+static void
+op_fail(struct pg_op *op, enum store_status status, const char *msg)
+{
+	struct store_reply r;
+
+	memset(&r, 0, sizeof(r));
+	r.status = status;
+	r.error = msg;
+	op_complete(op, &r);
+}
+
+/* ---- queue ------------------------------------------------------------------ */
+
+static void
+queue_arm(struct store_pg *st)
+{
+	struct timeval tv;
+	int64_t wait;
+
+	if (st->qhead == NULL || evtimer_pending(st->qtimer, NULL))
+		return;
+	wait = st->qhead->deadline_ms - now_ms();
+	if (wait < 1)
+		wait = 1;
+	tv.tv_sec = wait / 1000;
+	tv.tv_usec = (wait % 1000) * 1000;
+	if (evtimer_add(st->qtimer, &tv) != 0)
+		log_error("store_pg: cannot arm the queue timer");
+}
+
+static void
+queue_push(struct store_pg *st, struct pg_op *op)
+{
+	op->next = NULL;
+	if (st->qtail != NULL)
+		st->qtail->next = op;
+	else
+		st->qhead = op;
+	st->qtail = op;
+	st->qlen++;
+	queue_arm(st);
+}
+
+/* Back to the front: the request keeps its place (and its deadline). */
+static void
+queue_push_front(struct store_pg *st, struct pg_op *op)
+{
+	op->next = st->qhead;
+	st->qhead = op;
+	if (st->qtail == NULL)
+		st->qtail = op;
+	st->qlen++;
+	queue_arm(st);
+}
+
+static struct pg_op *
+queue_pop(struct store_pg *st)
+{
+	struct pg_op *op = st->qhead;
+
+	if (op == NULL)
+		return NULL;
+	st->qhead = op->next;
+	if (st->qhead == NULL)
+		st->qtail = NULL;
+	st->qlen--;
+	op->next = NULL;
+	return op;
+}
+
+/* Fails every waiting request. The queue is detached first: callbacks may
+ * queue new requests, which are not ours to fail. */
+static void
+queue_fail_all(struct store_pg *st, const char *msg)
+{
+	struct pg_op *op = st->qhead, *next;
+
+	st->qhead = st->qtail = NULL;
+	st->qlen = 0;
+	for (; op != NULL; op = next) {
+		next = op->next;
+		op_fail(op, ST_UNAVAILABLE, msg);
+	}
+}
+
+static void
+on_queue_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_pg *st = arg;
+	struct pg_op *expired = NULL, **tail = &expired, *op, *next;
+	int64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	while (st->qhead != NULL && st->qhead->deadline_ms <= now) {
+		op = queue_pop(st);
+		*tail = op;
+		tail = &op->next;
+	}
+	for (op = expired; op != NULL; op = next) {
+		next = op->next;
+		op_fail(op, ST_UNAVAILABLE, "database busy: no connection became free in time");
+	}
+	if (!st->closed)
+		queue_arm(st);
+	leave(st);
+}
+
+/* ---- statements -------------------------------------------------------------- */
+
+#define MSG_COLS                                                                               \
+	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, " \
+	"(extract(epoch FROM \"time\") * 1000000)::int8"
+
+static uint32_t
+stmt_hash(const char *ns, int variant)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)ns; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return (h ^ (uint32_t)variant) * 16777619u;
+}
+
+/* The SQL of one statement variant for schema s (quoted); malloc'd. */
+static char *
+stmt_build(int variant, const char *s, int *nparams)
+{
+	char buf[2048];
+	int n = -1;
+
+	switch (variant) {
+	case V_WRITE:
+		*nparams = 6;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT \"position\", global_position, actual"
+		             " FROM %s.write_message_ex($1, $2, $3, $4::jsonb, $5::jsonb, $6::int8)",
+		             s);
+		break;
+	case V_STREAM_POS:
+	case V_STREAM_GPOS:
+		*nparams = 3;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT " MSG_COLS " FROM %s.messages"
+		             " WHERE stream_name = $1 AND %s >= $2::int8"
+		             " ORDER BY \"position\" LIMIT $3::int8",
+		             s, variant == V_STREAM_POS ? "\"position\"" : "global_position");
+		break;
+	case V_LAST:
+		*nparams = 1;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT " MSG_COLS " FROM %s.messages WHERE stream_name = $1"
+		             " ORDER BY \"position\" DESC LIMIT 1",
+		             s);
+		break;
+	case V_LAST_TYPE:
+		*nparams = 2;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT " MSG_COLS " FROM %s.messages WHERE stream_name = $1 AND type = $2"
+		             " ORDER BY \"position\" DESC LIMIT 1",
+		             s);
+		break;
+	case V_VERSION:
+		*nparams = 1;
+		n = snprintf(buf, sizeof(buf), "SELECT max(\"position\") FROM %s.messages WHERE stream_name = $1", s);
+		break;
+	case V_STREAMS:
+		/* Literal byte-wise prefix (starts_with, not LIKE) and byte-wise
+		 * keyset order (SPEC D18). */
+		*nparams = 3;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT stream_name, max(\"position\"),"
+		             " (extract(epoch FROM max(\"time\")) * 1000000)::int8"
+		             " FROM %s.messages"
+		             " WHERE ($1::text = '' OR starts_with(stream_name COLLATE \"C\", $1::text))"
+		             " AND stream_name COLLATE \"C\" > $2::text"
+		             " GROUP BY stream_name ORDER BY stream_name COLLATE \"C\" LIMIT $3::int8",
+		             s);
+		break;
+	case V_CATEGORIES:
+		*nparams = 0;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT split_part(stream_name, '-', 1) COLLATE \"C\", count(DISTINCT stream_name), count(*)"
+		             " FROM %s.messages GROUP BY 1 ORDER BY 1",
+		             s);
+		break;
+	case V_NS_LIST:
+		*nparams = 0;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT id, description, created_at, eventodb_store.message_count(schema_name)"
+		             " FROM eventodb_store.namespaces ORDER BY created_at DESC, id");
+		break;
+	case V_NS_INFO:
+		*nparams = 1;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT n.id, n.description, n.created_at, s.message_count, s.stream_count,"
+		             " s.last_activity_us FROM eventodb_store.namespaces n"
+		             " CROSS JOIN LATERAL eventodb_store.namespace_stats(n.schema_name) s WHERE n.id = $1");
+		break;
+	case V_NS_DELETE:
+		*nparams = 1;
+		n = snprintf(buf, sizeof(buf), "SELECT eventodb_store.drop_namespace($1)");
+		break;
+	default:
+		if (variant >= V_CATEGORY && variant < V_CATEGORY + 8) {
+			/*
+			 * Params in order: [category] gpos [correlation] [size member]
+			 * limit. A named category is written so that only the
+			 * messages_category index can serve it: with the obvious
+			 * "category = $1 ... ORDER BY global_position", the generic
+			 * plan of a prepared statement walks the primary key and
+			 * filters, which reads the whole table for a rare category.
+			 * (category, global_position) >= ($1, $2) AND category <= $1
+			 * selects exactly category = $1 AND global_position >= $2, and
+			 * ordering by (category, global_position) equals ordering by
+			 * global_position, an order only this index provides.
+			 */
+			int f = variant - V_CATEGORY, k = 1, m;
+			const char *order = "global_position";
+
+			m = snprintf(buf, sizeof(buf), "SELECT " MSG_COLS " FROM %s.messages WHERE ", s);
+			if (f & CAT_NAME) {
+				m += snprintf(buf + m, sizeof(buf) - m,
+				              "(split_part(stream_name, '-', 1), global_position) >= ($1, $2::int8)"
+				              " AND split_part(stream_name, '-', 1) <= $1");
+				order = "split_part(stream_name, '-', 1), global_position";
+				k = 3;
+			} else {
+				m += snprintf(buf + m, sizeof(buf) - m, "global_position >= $1::int8");
+				k = 2;
+			}
+			if (f & CAT_CORR)
+				m += snprintf(buf + m, sizeof(buf) - m,
+				              " AND split_part(metadata->>'correlationStreamName', '-', 1) = $%d", k++);
+			if (f & CAT_GROUP) {
+				m += snprintf(buf + m, sizeof(buf) - m,
+				              " AND %s.id(stream_name) IS NOT NULL"
+				              " AND mod(abs(%s.hash_64(%s.cardinal_id(stream_name))), $%d::int8) = $%d::int8",
+				              s, s, s, k, k + 1);
+				k += 2;
+			}
+			m += snprintf(buf + m, sizeof(buf) - m, " ORDER BY %s LIMIT $%d::int8", order, k);
+			*nparams = k;
+			n = m;
+		}
+		break;
+	}
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return NULL;
+	return strdup(buf);
+}
+
+/* Grows every connection's prepared[] to the statement table's capacity, so
+ * marking a statement never allocates on the request path. */
+static int
+stmt_grow_conns(struct store_pg *st, size_t cap)
+{
+	for (int i = 0; i < st->npool; i++) {
+		struct pg_conn *c = &st->conns[i];
+		uint8_t *p;
+
+		if (c->prepared_cap >= cap)
+			continue;
+		p = realloc(c->prepared, cap);
+		if (p == NULL)
+			return -1;
+		memset(p + c->prepared_cap, 0, cap - c->prepared_cap);
+		c->prepared = p;
+		c->prepared_cap = cap;
+	}
+	return 0;
+}
+
+static int
+stmt_rehash(struct store_pg *st, size_t nslots)
+{
+	int *slots = calloc(nslots, sizeof(*slots));
+
+	if (slots == NULL)
+		return -1;
+	for (size_t i = 0; i < st->nstmts; i++) {
+		size_t j = st->stmts[i].hash & (nslots - 1);
+
+		while (slots[j] != 0)
+			j = (j + 1) & (nslots - 1);
+		slots[j] = (int)i + 1;
+	}
+	free(st->slots);
+	st->slots = slots;
+	st->nslots = nslots;
+	return 0;
+}
+
+/* Index of the statement (ns, variant), adding it on first use; -1 when out
+ * of memory or the namespace id cannot make a schema name. */
+static int
+stmt_get(struct store_pg *st, const char *ns, int variant)
+{
+	uint32_t h = stmt_hash(ns, variant);
+	size_t j = h & (st->nslots - 1);
+	char quoted[STORE_PG_SCHEMA_BUFLEN];
+	struct pg_stmt *sp;
+
+	for (; st->slots[j] != 0; j = (j + 1) & (st->nslots - 1)) {
+		sp = &st->stmts[st->slots[j] - 1];
+		if (sp->hash == h && sp->variant == variant && strcmp(sp->ns, ns) == 0)
+			return st->slots[j] - 1;
+	}
+	/* new statement: keep the table at most half full */
+	if ((st->nstmts + 1) * 2 > st->nslots) {
+		if (stmt_rehash(st, st->nslots * 2) < 0)
+			return -1;
+		return stmt_get(st, ns, variant);
+	}
+	if (st->nstmts == st->stmts_cap) {
+		size_t cap = st->stmts_cap * 2;
+		struct pg_stmt *s = realloc(st->stmts, cap * sizeof(*s));
+
+		if (s == NULL)
+			return -1;
+		st->stmts = s;
+		st->stmts_cap = cap;
+	}
+	if (stmt_grow_conns(st, st->stmts_cap) < 0)
+		return -1;
+	if (store_pg_schema_quoted(ns, quoted, sizeof(quoted)) < 0)
+		return -1;
+	sp = &st->stmts[st->nstmts];
+	memset(sp, 0, sizeof(*sp));
+	sp->ns = strdup(ns);
+	sp->sql = stmt_build(variant, quoted, &sp->nparams);
+	if (sp->ns == NULL || sp->sql == NULL) {
+		free(sp->ns);
+		free(sp->sql);
+		return -1;
+	}
+	sp->variant = variant;
+	sp->hash = h;
+	st->slots[j] = (int)st->nstmts + 1;
+	return (int)st->nstmts++;
+}
+
+/* ---- connections: sending ------------------------------------------------------ */
+
+/* 0 when everything is written, 1 when waiting for EV_WRITE, -1 on error. */
+static int
+conn_flush(struct pg_conn *c)
+{
+	int r = PQflush(c->pg);
+
+	if (r < 0)
+		return -1;
+	c->flushing = r == 1;
+	if (c->flushing && event_add(c->ev_wr, NULL) != 0)
+		return -1;
+	return r;
+}
+
+/* ns.create in one round trip: the registry row and the whole schema as one
+ * multi-statement simple query, which PostgreSQL runs as one implicit
+ * transaction (no BEGIN/COMMIT, so an error can never leave the session
+ * inside an aborted transaction block). Values are escaped literals,
+ * identifiers are quoted. */
+static char *
+ns_create_sql(struct pg_conn *c, struct pg_op *op)
+{
+	char *lit[4] = {NULL, NULL, NULL, NULL}, *ddl = NULL, *sql = NULL;
+	char schema[STORE_PG_SCHEMA_BUFLEN];
+	const char *v[4];
+	size_t len;
+
+	if (store_pg_schema_name(op->values[0], schema, sizeof(schema)) < 0)
+		return NULL;
+	v[0] = op->values[0];
+	v[1] = op->values[1];
+	v[2] = schema;
+	v[3] = op->values[2] != NULL ? op->values[2] : "";
+	for (int i = 0; i < 4; i++) {
+		lit[i] = PQescapeLiteral(c->pg, v[i], strlen(v[i]));
+		if (lit[i] == NULL)
+			goto out;
+	}
+	ddl = store_pg_namespace_ddl(op->values[0]);
+	if (ddl == NULL)
+		goto out;
+	len = strlen(ddl) + strlen(lit[0]) + strlen(lit[1]) + strlen(lit[2]) + strlen(lit[3]) + 256;
+	sql = malloc(len);
+	if (sql != NULL)
+		snprintf(sql, len,
+		         "INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
+		         " VALUES (%s, %s, %s, %s, %s);\n%s",
+		         lit[0], lit[1], lit[2], lit[3], op->values[3], ddl);
+out:
+	for (int i = 0; i < 4; i++)
+		PQfreemem(lit[i]);
+	free(ddl);
+	return sql;
+}
+
+static void
+stmt_name(int idx, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "q%d", idx);
+}
+
+/* Sends the next protocol step of c->op: PREPARE when the statement is new
+ * on this connection, else EXECUTE. Returns 0, or -1 when the connection
+ * failed (c->op is left in place for the caller). */
+static int
+conn_send_step(struct pg_conn *c)
+{
+	struct store_pg *st = c->st;
+	struct pg_op *op = c->op;
+	char name[24];
+	int ok;
+
+	if (op->kind == OP_NS_CREATE) {
+		char *sql = ns_create_sql(c, op);
+
+		if (sql == NULL) {
+			conn_errmsg(c, "out of memory building ns.create");
+			return -1;
+		}
+		ok = PQsendQuery(c->pg, sql);
+		free(sql);
+		c->phase = P_EXEC;
+	} else {
+		stmt_name(op->stmt, name, sizeof(name));
+		if (!c->prepared[op->stmt]) {
+			ok = PQsendPrepare(c->pg, name, st->stmts[op->stmt].sql, st->stmts[op->stmt].nparams, NULL);
+			c->phase = P_PREPARE;
+		} else {
+			ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->values, NULL, NULL, 0);
+			c->phase = P_EXEC;
+		}
+	}
+	if (!ok) {
+		conn_errmsg(c, PQerrorMessage(c->pg));
+		return -1;
+	}
+	return conn_flush(c) < 0 ? (conn_errmsg(c, PQerrorMessage(c->pg)), -1) : 0;
+}
+
+/* Starts op on idle connection c. On a synchronous failure the request goes
+ * back to the front of the queue (no callback can run here: this is reached
+ * from store calls) and the connection is dropped. */
+static void
+conn_start(struct pg_conn *c, struct pg_op *op)
+{
+	c->op = op;
+	c->state = C_BUSY;
+	if (conn_send_step(c) == 0)
+		return;
+	c->op = NULL;
+	queue_push_front(c->st, op);
+	conn_lost(c, c->errbuf);
+}
+
+static struct pg_conn *
+idle_conn(struct store_pg *st)
+{
+	for (int i = 0; i < st->npool; i++) {
+		if (st->conns[i].state == C_IDLE)
+			return &st->conns[i];
+	}
+	return NULL;
+}
+
+static void
+dispatch(struct store_pg *st)
+{
+	struct pg_conn *c;
+
+	while (!st->closed && st->qhead != NULL && (c = idle_conn(st)) != NULL)
+		conn_start(c, queue_pop(st));
+}
+
+/* ---- connections: life cycle ---------------------------------------------------- */
+
+static void
+conn_close(struct pg_conn *c)
+{
+	struct store_pg *st = c->st;
+
+	event_del(c->ev_io);
+	event_del(c->ev_wr);
+	event_del(c->ev_timer);
+	if (c->pg != NULL) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+	}
+	if (c->state == C_IDLE || c->state == C_BUSY)
+		st->nup--;
+	c->state = C_DOWN;
+	c->phase = P_NONE;
+	c->flushing = false;
+}
+
+static void
+conn_schedule(struct pg_conn *c, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	if (evtimer_add(c->ev_timer, &tv) != 0)
+		log_error("store_pg: cannot arm a connection timer");
+}
+
+static void
+conn_backoff(struct pg_conn *c)
+{
+	c->backoff_ms = c->backoff_ms == 0 ? STORE_PG_BACKOFF_MIN_MS : c->backoff_ms * 2;
+	if (c->backoff_ms > STORE_PG_BACKOFF_MAX_MS)
+		c->backoff_ms = STORE_PG_BACKOFF_MAX_MS;
+	conn_schedule(c, c->backoff_ms);
+}
+
+/* The connection broke: fail what was in flight on it (the outcome of a
+ * write is unknown, so it is not retried), close it, retry later. */
+static void
+conn_lost(struct pg_conn *c, const char *why)
+{
+	struct store_pg *st = c->st;
+	struct pg_op *op = c->op;
+
+	log_warn("database connection %d lost: %s", c->idx, why);
+	c->op = NULL;
+	PQclear(c->res);
+	c->res = NULL;
+	conn_close(c);
+	c->quiet = false;
+	if (!st->closed)
+		conn_backoff(c);
+	if (op != NULL)
+		op_fail(op, ST_UNAVAILABLE, "database connection lost");
+}
+
+static void
+conn_connect_failed(struct pg_conn *c, const char *why)
+{
+	struct store_pg *st = c->st;
+	char msg[300];
+
+	conn_errmsg(c, why);
+	if (!c->quiet)
+		log_warn("database connection %d: connect failed: %s", c->idx, c->errbuf);
+	else
+		log_debug("database connection %d: connect failed: %s", c->idx, c->errbuf);
+	c->quiet = true;
+	conn_close(c);
+	st->connect_failed = true;
+	conn_backoff(c);
+	/* Nothing can serve the waiting requests soon: answer them now
+	 * instead of letting them sit until their deadline. */
+	if (st->nup == 0 && st->qhead != NULL) {
+		snprintf(msg, sizeof(msg), "database unavailable: %s", c->errbuf);
+		queue_fail_all(st, msg);
+	}
+}
+
+/* The connection is up: watch its socket for results and for the server
+ * going away, and start serving the queue. */
+static void
+conn_connected(struct pg_conn *c)
+{
+	struct store_pg *st = c->st;
+	evutil_socket_t fd = PQsocket(c->pg);
+
+	event_del(c->ev_timer);
+	event_del(c->ev_io);
+	if (PQsetnonblocking(c->pg, 1) != 0 ||
+	    event_assign(c->ev_io, st->evb, fd, EV_READ | EV_PERSIST, on_read, c) != 0 ||
+	    event_assign(c->ev_wr, st->evb, fd, EV_WRITE, on_write, c) != 0 || event_add(c->ev_io, NULL) != 0) {
+		conn_connect_failed(c, "cannot register the connection socket");
+		return;
+	}
+	/* a new session has no prepared statements */
+	memset(c->prepared, 0, c->prepared_cap);
+	c->state = C_IDLE;
+	c->phase = P_NONE;
+	c->backoff_ms = 0;
+	c->quiet = false;
+	st->nup++;
+	st->connect_failed = false;
+	if (c->was_up) {
+		st->reconnects++;
+		log_info("database connection %d re-established", c->idx);
+	}
+	c->was_up = true;
+	dispatch(st);
+}
+
+/* Waits for what PQconnectPoll asked for, on the socket it has now (libpq
+ * may switch sockets while trying several hosts or addresses). */
+static void
+conn_connect_wait(struct pg_conn *c, PostgresPollingStatusType ps)
+{
+	struct store_pg *st = c->st;
+	evutil_socket_t fd;
+	short what;
+
+	switch (ps) {
+	case PGRES_POLLING_OK:
+		conn_connected(c);
+		return;
+	case PGRES_POLLING_FAILED:
+		conn_connect_failed(c, PQerrorMessage(c->pg));
+		return;
+	case PGRES_POLLING_READING:
+		what = EV_READ;
+		break;
+	default:
+		what = EV_WRITE;
+		break;
+	}
+	fd = PQsocket(c->pg);
+	event_del(c->ev_io);
+	if (fd < 0 || event_assign(c->ev_io, st->evb, fd, what, on_connect_io, c) != 0 ||
+	    event_add(c->ev_io, NULL) != 0)
+		conn_connect_failed(c, "cannot register the connection socket");
+}
+
+static void
+conn_connect(struct pg_conn *c)
+{
+	struct store_pg *st = c->st;
+	const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *const vals[] = {st->url, "eventodb", NULL};
+
+	/* Note: a host name (not hostaddr) in the URL is resolved
+	 * synchronously by libpq here. */
+	c->pg = PQconnectStartParams(keys, vals, 1);
+	if (c->pg == NULL) {
+		conn_connect_failed(c, "out of memory");
+		return;
+	}
+	c->state = C_CONNECTING;
+	if (PQstatus(c->pg) == CONNECTION_BAD) {
+		conn_connect_failed(c, PQerrorMessage(c->pg));
+		return;
+	}
+	PQsetNoticeProcessor(c->pg, pg_notice, c);
+	/* libpq ignores connect_timeout in non-blocking mode: bound it here */
+	conn_schedule(c, STORE_PG_CONNECT_TIMEOUT_MS);
+	conn_connect_wait(c, PGRES_POLLING_WRITING);
+}
+
+static void
+on_connect_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_conn *c = arg;
+	struct store_pg *st = c->st;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	if (!st->closed && c->state == C_CONNECTING)
+		conn_connect_wait(c, PQconnectPoll(c->pg));
+	leave(st);
+}
+
+static void
+on_conn_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_conn *c = arg;
+	struct store_pg *st = c->st;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	if (!st->closed) {
+		if (c->state == C_DOWN)
+			conn_connect(c);
+		else if (c->state == C_CONNECTING)
+			conn_connect_failed(c, "connection timed out");
+	}
+	leave(st);
+}
+
+/* ---- connections: results ----------------------------------------------------------- */
+
+static bool
+is_error(const PGresult *r)
+{
+	ExecStatusType s = PQresultStatus(r);
+
+	return s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY;
+}
+
+/* A multi-statement query yields one result per statement: keep the first
+ * error, or else the last result. */
+static void
+conn_keep_result(struct pg_conn *c, PGresult *r)
+{
+	if (c->res == NULL) {
+		c->res = r;
+	} else if (is_error(c->res)) {
+		PQclear(r);
+	} else {
+		PQclear(c->res);
+		c->res = r;
+	}
+}
+
+static void *
+conn_rows(struct pg_conn *c, size_t bytes)
+{
+	if (bytes > c->rows_cap) {
+		size_t cap = c->rows_cap * 2;
+		void *p;
+
+		if (cap < bytes)
+			cap = bytes;
+		p = realloc(c->rows, cap);
+		if (p == NULL)
+			return NULL;
+		c->rows = p;
+		c->rows_cap = cap;
+	}
+	return c->rows;
+}
+
+static int64_t
+val_i64(const PGresult *r, int row, int col)
+{
+	return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static const char *
+val_str(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+static bool
+state_is(const char *sqlstate, const char *want)
+{
+	return strcmp(sqlstate, want) == 0;
+}
+
+/* Maps a failed result. *stale is set when the failure means the schema
+ * behind a prepared statement is gone, so the statement must be dropped. */
+static void
+reply_error(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep, bool *stale)
+{
+	const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	bool ns_scoped = op->stmt >= 0 && c->st->stmts[op->stmt].ns[0] != '\0';
+
+	if (code == NULL)
+		code = "";
+	rep->error = msg != NULL ? msg : conn_errmsg(c, PQresultErrorMessage(r));
+	rep->status = ST_ERROR;
+	if (ns_scoped && (state_is(code, "3F000") || state_is(code, "42P01") || state_is(code, "42883"))) {
+		/* invalid_schema_name, undefined_table, undefined_function */
+		rep->status = ST_NS_NOT_FOUND;
+		*stale = c->phase == P_EXEC;
+	} else if (state_is(code, "23505")) {
+		const char *cons = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+
+		if (op->kind == OP_NS_CREATE)
+			rep->status = ST_NS_EXISTS;
+		else if (op->kind == OP_WRITE && cons != NULL && strcmp(cons, "messages_id") == 0)
+			rep->status = ST_MSG_EXISTS;
+	} else if (state_is(code, "42P06") && op->kind == OP_NS_CREATE) {
+		/* duplicate_schema: storage left behind without a registry row */
+		rep->status = ST_NS_EXISTS;
+	} else if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || state_is(code, "53300")) {
+		/* connection exceptions, shutdown/termination, too many connections */
+		rep->status = ST_UNAVAILABLE;
+	}
+}
+
+static void
+reply_msgs(struct pg_conn *c, const PGresult *r, struct store_reply *rep)
+{
+	int n = PQntuples(r);
+	struct store_msg *m = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*m));
+
+	if (m == NULL) {
+		rep->status = ST_ERROR;
+		rep->error = "out of memory";
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		m[i].id = PQgetvalue(r, i, 0);
+		m[i].stream = PQgetvalue(r, i, 1);
+		m[i].stream_len = (size_t)PQgetlength(r, i, 1);
+		m[i].type = PQgetvalue(r, i, 2);
+		m[i].position = val_i64(r, i, 3);
+		m[i].global_position = val_i64(r, i, 4);
+		m[i].data = val_str(r, i, 5);
+		m[i].metadata = val_str(r, i, 6);
+		m[i].time_us = val_i64(r, i, 7);
+	}
+	rep->nrows = (size_t)n;
+	rep->msgs = m;
+}
+
+static void
+reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep)
+{
+	int n = PQntuples(r);
+
+	rep->status = ST_OK;
+	switch (op->kind) {
+	case OP_WRITE:
+		if (n != 1) {
+			rep->status = ST_ERROR;
+			rep->error = "write_message_ex returned no row";
+		} else if (PQgetisnull(r, 0, 0)) {
+			rep->status = ST_CONFLICT;
+			rep->actual_version = val_i64(r, 0, 2);
+		} else {
+			rep->position = val_i64(r, 0, 0);
+			rep->global_position = val_i64(r, 0, 1);
+		}
+		break;
+	case OP_MSGS:
+	case OP_LAST:
+		reply_msgs(c, r, rep);
+		break;
+	case OP_VERSION:
+		rep->has_value = n == 1 && !PQgetisnull(r, 0, 0);
+		if (rep->has_value)
+			rep->value = val_i64(r, 0, 0);
+		break;
+	case OP_NS_CREATE:
+		break;
+	case OP_NS_DELETE:
+		if (n != 1 || PQgetisnull(r, 0, 0)) {
+			rep->status = ST_NS_NOT_FOUND;
+		} else {
+			rep->has_value = true;
+			rep->value = val_i64(r, 0, 0);
+		}
+		break;
+	case OP_NS_LIST:
+	case OP_NS_INFO: {
+		struct store_ns_row *ns = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*ns));
+
+		if (ns == NULL) {
+			rep->status = ST_ERROR;
+			rep->error = "out of memory";
+			break;
+		}
+		if (op->kind == OP_NS_INFO && n == 0) {
+			rep->status = ST_NS_NOT_FOUND;
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			memset(&ns[i], 0, sizeof(ns[i]));
+			ns[i].id = PQgetvalue(r, i, 0);
+			ns[i].description = PQgetvalue(r, i, 1); /* "" for NULL */
+			ns[i].created_at = val_i64(r, i, 2);
+			ns[i].message_count = val_i64(r, i, 3);
+			if (op->kind == OP_NS_INFO) {
+				ns[i].stream_count = val_i64(r, i, 4);
+				ns[i].has_last_activity = !PQgetisnull(r, i, 5);
+				ns[i].last_activity_us = val_i64(r, i, 5);
+			}
+		}
+		rep->nrows = (size_t)n;
+		rep->nss = ns;
+		break;
+	}
+	case OP_STREAMS: {
+		struct store_stream_row *s = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*s));
+
+		if (s == NULL) {
+			rep->status = ST_ERROR;
+			rep->error = "out of memory";
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			s[i].stream = PQgetvalue(r, i, 0);
+			s[i].version = val_i64(r, i, 1);
+			s[i].last_activity_us = val_i64(r, i, 2);
+		}
+		rep->nrows = (size_t)n;
+		rep->streams = s;
+		break;
+	}
+	case OP_CATS: {
+		struct store_cat_row *k = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*k));
+
+		if (k == NULL) {
+			rep->status = ST_ERROR;
+			rep->error = "out of memory";
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			k[i].category = PQgetvalue(r, i, 0);
+			k[i].stream_count = val_i64(r, i, 1);
+			k[i].message_count = val_i64(r, i, 2);
+		}
+		rep->nrows = (size_t)n;
+		rep->cats = k;
+		break;
+	}
+	}
+}
+
+/* After a reply: put the session back in a clean state if needed, else
+ * take the next request. */
+static void
+conn_after_op(struct pg_conn *c, int stale_stmt)
+{
+	char sql[64];
+	size_t n = 0;
+
+	/* never expected (no explicit transactions here), but a session left
+	 * inside a transaction would poison every later request */
+	if (PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		n += (size_t)snprintf(sql + n, sizeof(sql) - n, "ROLLBACK;");
+	if (stale_stmt >= 0) {
+		/* Forget a statement whose schema is gone; it is prepared
+		 * afresh (and fails cleanly) on next use. */
+		n += (size_t)snprintf(sql + n, sizeof(sql) - n, "DEALLOCATE q%d;", stale_stmt);
+		c->prepared[stale_stmt] = 0;
+	}
+	if (n == 0) {
+		c->state = C_IDLE;
+		c->phase = P_NONE;
+		dispatch(c->st);
+		return;
+	}
+	c->phase = P_CLEANUP;
+	if (!PQsendQuery(c->pg, sql) || conn_flush(c) < 0)
+		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+}
+
+/* The current command has delivered all its results. */
+static void
+conn_command_done(struct pg_conn *c)
+{
+	struct store_pg *st = c->st;
+	struct pg_op *op = c->op;
+	PGresult *r = c->res;
+	struct store_reply rep;
+	bool stale = false;
+	int stale_stmt;
+
+	c->res = NULL;
+	if (c->phase == P_CLEANUP) {
+		PQclear(r);
+		c->state = C_IDLE;
+		c->phase = P_NONE;
+		dispatch(st);
+		return;
+	}
+	if (c->phase == P_PREPARE && r != NULL) {
+		const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+		/* 42P05: the session already has it (our cache lost track) */
+		if (!is_error(r) || (code != NULL && strcmp(code, "42P05") == 0)) {
+			PQclear(r);
+			c->prepared[op->stmt] = 1;
+			if (conn_send_step(c) < 0)
+				conn_lost(c, c->errbuf);
+			return;
+		}
+	}
+	memset(&rep, 0, sizeof(rep));
+	if (r == NULL) {
+		rep.status = ST_ERROR;
+		rep.error = "no result from the database";
+	} else if (is_error(r)) {
+		reply_error(c, op, r, &rep, &stale);
+	} else {
+		reply_ok(c, op, r, &rep);
+	}
+	stale_stmt = stale ? op->stmt : -1;
+	c->op = NULL;
+	/* the connection stays BUSY during the callback: nested requests
+	 * queue or go to other connections, never to this one */
+	op_complete(op, &rep);
+	PQclear(r);
+	if (st->closed || c->state != C_BUSY)
+		return;
+	conn_after_op(c, stale_stmt);
+}
+
+/* Reads every result that is complete; returns when libpq needs more input
+ * or the connection has nothing in flight. */
+static void
+conn_collect(struct pg_conn *c)
+{
+	struct store_pg *st = c->st;
+
+	while (!st->closed && c->state == C_BUSY && !c->flushing && !PQisBusy(c->pg)) {
+		PGresult *r = PQgetResult(c->pg);
+
+		if (r != NULL) {
+			conn_keep_result(c, r);
+			continue;
+		}
+		if (PQstatus(c->pg) == CONNECTION_BAD) {
+			const char *why = c->res != NULL ? PQresultErrorField(c->res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+			conn_lost(c, conn_errmsg(c, why != NULL ? why : PQerrorMessage(c->pg)));
+			return;
+		}
+		conn_command_done(c);
+	}
+}
+
+static void
+on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_conn *c = arg;
+	struct store_pg *st = c->st;
+	PGnotify *nt;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	if (st->closed || c->pg == NULL)
+		goto out;
+	if (!PQconsumeInput(c->pg)) {
+		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		goto out;
+	}
+	while ((nt = PQnotifies(c->pg)) != NULL)
+		PQfreemem(nt);
+	if (c->state == C_BUSY) {
+		/* libpq may need the input drained before it can send more */
+		if (c->flushing && conn_flush(c) < 0) {
+			conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+			goto out;
+		}
+		conn_collect(c);
+	} else if (PQstatus(c->pg) == CONNECTION_BAD) {
+		/* an idle connection only gets data when the server goes away */
+		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+	}
+out:
+	leave(st);
+}
+
+static void
+on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct pg_conn *c = arg;
+	struct store_pg *st = c->st;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	if (!st->closed && c->state == C_BUSY && c->flushing) {
+		if (conn_flush(c) < 0)
+			conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		else
+			conn_collect(c);
+	}
+	leave(st);
+}
+
+/* ---- store_ops ------------------------------------------------------------------------ */
+
+/* Queues one request. -1 (no callback, caller answers 503) when the store is
+ * closed, the queue is full, or the database is known to be unreachable. */
+static int
+submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int n, const char *const *vals,
+       store_cb cb, void *arg)
+{
+	struct pg_op *op;
+	int stmt = -1;
+
+	if (st->closed || st->qlen >= STORE_PG_QUEUE_MAX || (st->nup == 0 && st->connect_failed))
+		goto reject;
+	if (kind != OP_NS_CREATE && (stmt = stmt_get(st, ns, variant)) < 0)
+		goto reject;
+	op = op_get();
+	if (op == NULL)
+		goto reject;
+	if (op_params(op, n, vals) < 0) {
+		op_put(op);
+		goto reject;
+	}
+	op->kind = kind;
+	op->stmt = stmt;
+	op->cb = cb;
+	op->arg = arg;
+	op->deadline_ms = now_ms() + STORE_PG_QUEUE_WAIT_MS;
+	st->ops++;
+	enter(st);
+	queue_push(st, op);
+	dispatch(st);
+	leave(st);
+	return 0;
+reject:
+	st->rejected++;
+	return -1;
+}
+
+static int
+pg_write(struct store *s, const char *ns, const struct store_write_req *w, store_cb cb, void *arg)
+{
+	char ev[24];
+	const char *v[6] = {w->id, w->stream, w->type, w->data, w->metadata, NULL};
+
+	if (w->has_expected) {
+		snprintf(ev, sizeof(ev), "%" PRId64, w->expected);
+		v[5] = ev;
+	}
+	return submit(pg_of(s), OP_WRITE, ns, V_WRITE, 6, v, cb, arg);
+}
+
+static int
+pg_get_stream(struct store *s, const char *ns, const char *stream, bool by_gpos, int64_t from, int64_t limit,
+              store_cb cb, void *arg)
+{
+	char f[24], l[24];
+	const char *v[3] = {stream, f, limit < 0 ? NULL : l};
+
+	snprintf(f, sizeof(f), "%" PRId64, from);
+	snprintf(l, sizeof(l), "%" PRId64, limit);
+	return submit(pg_of(s), OP_MSGS, ns, by_gpos ? V_STREAM_GPOS : V_STREAM_POS, 3, v, cb, arg);
+}
+
+static int
+pg_get_last(struct store *s, const char *ns, const char *stream, const char *type, store_cb cb, void *arg)
+{
+	const char *v[2] = {stream, type};
+
+	/* type "" is a real filter (matches nothing); NULL means none */
+	return submit(pg_of(s), OP_LAST, ns, type != NULL ? V_LAST_TYPE : V_LAST, type != NULL ? 2 : 1, v, cb, arg);
+}
+
+static int
+pg_version(struct store *s, const char *ns, const char *stream, store_cb cb, void *arg)
+{
+	const char *v[1] = {stream};
+
+	return submit(pg_of(s), OP_VERSION, ns, V_VERSION, 1, v, cb, arg);
+}
+
+static int
+pg_get_category(struct store *s, const char *ns, const struct store_category_req *q, store_cb cb, void *arg)
+{
+	char gpos[24], size[24], member[24], limit[24];
+	const char *v[6];
+	int n = 0, flags = 0;
+
+	snprintf(gpos, sizeof(gpos), "%" PRId64, q->from_gpos);
+	snprintf(size, sizeof(size), "%" PRId64, q->size);
+	snprintf(member, sizeof(member), "%" PRId64, q->member);
+	snprintf(limit, sizeof(limit), "%" PRId64, q->limit);
+	if (q->category != NULL && q->category[0] != '\0') {
+		flags |= CAT_NAME;
+		v[n++] = q->category;
+	}
+	v[n++] = gpos;
+	if (q->correlation != NULL) {
+		flags |= CAT_CORR;
+		v[n++] = q->correlation;
+	}
+	if (q->size > 0) {
+		flags |= CAT_GROUP;
+		v[n++] = size;
+		v[n++] = member;
+	}
+	v[n++] = q->limit < 0 ? NULL : limit;
+	return submit(pg_of(s), OP_MSGS, ns, V_CATEGORY + flags, n, v, cb, arg);
+}
+
+static int
+pg_ns_create(struct store *s, const struct store_ns_create_req *q, store_cb cb, void *arg)
+{
+	char created[24];
+	const char *v[4] = {q->id, q->token_hash, q->description, created};
+
+	snprintf(created, sizeof(created), "%" PRId64, q->created_at);
+	return submit(pg_of(s), OP_NS_CREATE, "", -1, 4, v, cb, arg);
+}
+
+static int
+pg_ns_delete(struct store *s, const char *id, store_cb cb, void *arg)
+{
+	const char *v[1] = {id};
+
+	return submit(pg_of(s), OP_NS_DELETE, "", V_NS_DELETE, 1, v, cb, arg);
+}
+
+static int
+pg_ns_list(struct store *s, store_cb cb, void *arg)
+{
+	return submit(pg_of(s), OP_NS_LIST, "", V_NS_LIST, 0, NULL, cb, arg);
+}
+
+static int
+pg_ns_info(struct store *s, const char *id, store_cb cb, void *arg)
+{
+	const char *v[1] = {id};
+
+	return submit(pg_of(s), OP_NS_INFO, "", V_NS_INFO, 1, v, cb, arg);
+}
+
+static int
+pg_ns_streams(struct store *s, const char *ns, const char *prefix, const char *cursor, int64_t limit,
+              store_cb cb, void *arg)
+{
+	char l[24];
+	const char *v[3] = {prefix != NULL ? prefix : "", cursor != NULL ? cursor : "", l};
+
+	snprintf(l, sizeof(l), "%" PRId64, limit);
+	return submit(pg_of(s), OP_STREAMS, ns, V_STREAMS, 3, v, cb, arg);
+}
+
+static int
+pg_ns_categories(struct store *s, const char *ns, store_cb cb, void *arg)
+{
+	return submit(pg_of(s), OP_CATS, ns, V_CATEGORIES, 0, NULL, cb, arg);
+}
+
+static int
+pg_connections(struct store *s)
+{
+	return pg_of(s)->nup;
+}
+
+void
+store_pg_get_stats(struct store *s, struct store_pg_stats *out)
+{
+	struct store_pg *st = pg_of(s);
+
+	out->connections = st->nup;
+	out->queued = st->qlen;
+	out->ops = st->ops;
+	out->rejected = st->rejected;
+	out->reconnects = st->reconnects;
+	out->statements = st->nstmts;
+}
+
+static void
+store_pg_free(struct store_pg *st)
+{
+	for (int i = 0; i < st->npool; i++) {
+		struct pg_conn *c = &st->conns[i];
+
+		if (c->ev_io != NULL)
+			event_free(c->ev_io);
+		if (c->ev_wr != NULL)
+			event_free(c->ev_wr);
+		if (c->ev_timer != NULL)
+			event_free(c->ev_timer);
+		free(c->prepared);
+		free(c->rows);
+	}
+	free(st->conns);
+	for (size_t i = 0; i < st->nstmts; i++) {
+		free(st->stmts[i].ns);
+		free(st->stmts[i].sql);
+	}
+	free(st->stmts);
+	free(st->slots);
+	if (st->qtimer != NULL)
+		event_free(st->qtimer);
+	free(st->url);
+	st->magic = 0;
+	free(st);
+}
+
+static void
+pg_close(struct store *s)
+{
+	struct store_pg *st = pg_of(s);
+
+	if (st->closed)
+		return;
+	st->closed = true;
+	enter(st);
+	for (int i = 0; i < st->npool; i++) {
+		struct pg_conn *c = &st->conns[i];
+		struct pg_op *op = c->op;
+
+		c->op = NULL;
+		PQclear(c->res);
+		c->res = NULL;
+		conn_close(c);
+		if (op != NULL)
+			op_fail(op, ST_UNAVAILABLE, "store closed");
+	}
+	queue_fail_all(st, "store closed");
+	event_del(st->qtimer);
+	leave(st);
+}
+
+static const struct store_ops store_pg_ops = {
+	.name = "postgres",
+	.close = pg_close,
+	.connections = pg_connections,
+	.write = pg_write,
+	.get_stream = pg_get_stream,
+	.get_last = pg_get_last,
+	.version = pg_version,
+	.get_category = pg_get_category,
+	.ns_create = pg_ns_create,
+	.ns_delete = pg_ns_delete,
+	.ns_list = pg_ns_list,
+	.ns_info = pg_ns_info,
+	.ns_streams = pg_ns_streams,
+	.ns_categories = pg_ns_categories,
+};
+
+struct store *
+store_pg_open(struct event_base *base, const char *url, int pool_size)
+{
+	struct store_pg *st;
+
+	if (pool_size < 1 || base == NULL || url == NULL)
+		return NULL;
+	if (!op_pool_ready) {
+		pool_init(&op_pool, "store_op", sizeof(struct pg_op), STORE_PG_OP_POOL_FREE, op_dtor);
+		op_pool_ready = true;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return NULL;
+	st->base.ops = &store_pg_ops;
+	st->magic = STORE_PG_MAGIC;
+	st->evb = base;
+	st->npool = pool_size;
+	st->url = strdup(url);
+	st->conns = calloc((size_t)pool_size, sizeof(*st->conns));
+	st->stmts_cap = 64;
+	st->stmts = calloc(st->stmts_cap, sizeof(*st->stmts));
+	st->nslots = 128;
+	st->slots = calloc(st->nslots, sizeof(*st->slots));
+	st->qtimer = evtimer_new(base, on_queue_timer, st);
+	if (st->url == NULL || st->conns == NULL || st->stmts == NULL || st->slots == NULL || st->qtimer == NULL)
+		goto fail;
+	for (int i = 0; i < pool_size; i++) {
+		struct pg_conn *c = &st->conns[i];
+
+		c->st = st;
+		c->idx = i;
+		/* created once; re-assigned to each new socket */
+		c->ev_io = event_new(base, -1, 0, on_read, c);
+		c->ev_wr = event_new(base, -1, 0, on_write, c);
+		c->ev_timer = evtimer_new(base, on_conn_timer, c);
+		c->rows_cap = 64 * sizeof(struct store_msg);
+		c->rows = malloc(c->rows_cap);
+		if (c->ev_io == NULL || c->ev_wr == NULL || c->ev_timer == NULL || c->rows == NULL)
+			goto fail;
+	}
+	if (stmt_grow_conns(st, st->stmts_cap) < 0)
+		goto fail;
+	enter(st);
+	for (int i = 0; i < pool_size; i++)
+		conn_connect(&st->conns[i]);
+	leave(st);
+	return &st->base;
+fail:
+	log_error("store_pg: out of memory opening the store");
+	if (st->conns == NULL)
+		st->npool = 0;
+	store_pg_free(st);
+	return NULL;
+}

@@ -1,0 +1,410 @@
+/*
+ * The supervisor. Launcher for all the rest: it validates the
+ * configuration, runs every migration once, makes sure the default
+ * namespace exists (SPEC D7), builds the shared region and the listening
+ * socket, forks the workers and then only watches: it holds no database
+ * connection and no event_base, and waits for signals with sigtimedwait.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "config.h"
+#include "evlib.h"
+#include "log.h"
+#include "shm.h"
+#include "store.h"
+#include "supervisor.h"
+#include "worker.h"
+
+#define NS_TABLE_CAPACITY 4096
+#define RESPAWN_MIN_US 100000
+#define RESPAWN_MAX_US 10000000
+
+struct proc {
+	pid_t pid;
+	int64_t started_us;
+	int64_t next_start_us; /* 0 = running or not scheduled */
+	int failures;
+};
+
+/* Everything a worker inherits across fork (Varnish's "heritage"). */
+static struct {
+	struct config *cfg;
+	struct shm *shm;
+	int listen_fd;
+	uint32_t nworkers;
+	struct proc *procs;
+	sigset_t blocked, saved;
+} h;
+
+static void
+notify(const char *state)
+{
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
+
+static int
+open_listener(const char *addr, int64_t port)
+{
+	struct addrinfo hints, *res, *ai;
+	char portstr[16];
+	int fd = -1, one = 1, rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%lld", (long long)port);
+	rc = getaddrinfo(addr, portstr, &hints, &res);
+	if (rc != 0) {
+		log_error("invalid listen address %s: %s", addr, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
+			break;
+		log_error("cannot listen on %s:%s: %s", addr, portstr, strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static void
+seed_ns(const struct ns_seed *n, void *arg)
+{
+	uint8_t hash[32];
+
+	if (hex_decode(n->token_hash, 64, hash) != 32) {
+		log_warn("namespace %s has a malformed token hash; it cannot authenticate", n->id);
+		return;
+	}
+	if (shm_ns_put(h.shm, n->id, hash) != 0)
+		log_error("namespace table full; namespace %s cannot authenticate", n->id);
+}
+
+/* SPEC D7: the default namespace and its token. */
+static int
+ensure_default(struct config *cfg)
+{
+	char token[TOKEN_MAXLEN + 1], hash[65], stored[65] = "", err[512], ns[TOKEN_NS_MAX + 1];
+	bool created = false;
+
+	if (cfg->token != NULL && cfg->token[0] != '\0') {
+		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
+			log_error("--token: %s", err);
+			return -1;
+		}
+		if (strcmp(ns, "default") != 0) {
+			log_error("provided token is for namespace '%s', expected 'default'", ns);
+			return -1;
+		}
+		snprintf(token, sizeof(token), "%s", cfg->token);
+	} else {
+		token_generate("default", token);
+	}
+	digest_sha256_hex(token, strlen(token), hash);
+	if (store_pg_ensure_namespace(cfg->db_url, "default", hash, "Default namespace", &created, stored, err,
+	                              sizeof(err)) != 0) {
+		log_error("cannot set up the default namespace: %s", err);
+		return -1;
+	}
+	if (created) {
+		printf("═══════════════════════════════════════════════════════════════════════════\n"
+		       "DEFAULT NAMESPACE TOKEN:\n%s\n"
+		       "═══════════════════════════════════════════════════════════════════════════\n",
+		       token);
+		fflush(stdout);
+		log_info("default namespace created; its token is printed above, once");
+	} else if (cfg->token == NULL || cfg->token[0] == '\0') {
+		log_info("Default namespace already exists; its token is not shown (pass --token to check it)");
+	} else if (!digest_equal(stored, hash, 64)) {
+		log_error("the --token given does not match the stored token of the default namespace; "
+		          "refusing to start (use the original token)");
+		return -1;
+	} else {
+		log_info("Default namespace already exists; --token matches");
+	}
+	return 0;
+}
+
+static pid_t
+spawn(uint32_t slot)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		int rc;
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		for (int s = 1; s < 32; s++)
+			sigaction(s, &sa, NULL);
+		sigprocmask(SIG_SETMASK, &h.saved, NULL);
+		rc = worker_main(h.cfg, h.shm, slot, h.listen_fd);
+		fflush(stdout);
+		_exit(rc);
+	}
+	h.procs[slot].pid = pid;
+	h.procs[slot].started_us = now_unix_us();
+	h.procs[slot].next_start_us = 0;
+	return pid;
+}
+
+static void
+signal_all(int sig)
+{
+	for (uint32_t i = 0; i < h.nworkers; i++)
+		if (h.procs[i].pid > 0)
+			kill(h.procs[i].pid, sig);
+}
+
+static uint32_t
+running(void)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < h.nworkers; i++)
+		n += h.procs[i].pid > 0;
+	return n;
+}
+
+static void
+write_pid_file(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f == NULL) {
+		log_warn("cannot write pid file %s: %s", path, strerror(errno));
+		return;
+	}
+	fprintf(f, "%d\n", (int)getpid());
+	fclose(f);
+}
+
+int
+supervisor_run(struct config *cfg)
+{
+	char err[1024];
+	bool stopping = false, fatal = false, announced = false;
+	int64_t deadline = 0;
+	int exit_code = 0;
+
+	memset(&h, 0, sizeof(h));
+	h.cfg = cfg;
+	log_setup(cfg->log_level, cfg->log_format);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	prctl(PR_SET_NAME, "eventodb sup", 0, 0, 0);
+
+	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
+		log_error("--db-url is required (use --test-mode for in-memory testing)");
+		return 1;
+	}
+	if (strncmp(cfg->db_url, "postgres://", 11) != 0 && strncmp(cfg->db_url, "postgresql://", 13) != 0) {
+		const char *colon = strstr(cfg->db_url, "://");
+		log_error("unsupported database scheme: %.*s (use postgres://)",
+		          colon ? (int)(colon - cfg->db_url) : (int)strlen(cfg->db_url), cfg->db_url);
+		return 1;
+	}
+	if (cfg->test_mode)
+		log_warn("--test-mode is not available with PostgreSQL yet; authentication stays on");
+	h.nworkers = cfg->workers > 0 ? (uint32_t)cfg->workers : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (h.nworkers < 1)
+		h.nworkers = 1;
+
+	if (store_pg_migrate(cfg->db_url, err, sizeof(err)) != 0) {
+		log_error("database migration failed: %s", err);
+		return 1;
+	}
+	if (ensure_default(cfg) != 0)
+		return 1;
+	h.shm = shm_create(h.nworkers, NS_TABLE_CAPACITY);
+	if (h.shm == NULL) {
+		log_error("cannot map the shared region: %s", strerror(errno));
+		return 1;
+	}
+	if (store_pg_load_namespaces(cfg->db_url, seed_ns, NULL, err, sizeof(err)) != 0) {
+		log_error("cannot load namespaces: %s", err);
+		return 1;
+	}
+	h.listen_fd = open_listener(cfg->listen, cfg->port);
+	if (h.listen_fd < 0)
+		return 1;
+	if (cfg->pid_file != NULL)
+		write_pid_file(cfg->pid_file);
+	h.procs = calloc(h.nworkers, sizeof(*h.procs));
+	if (h.procs == NULL)
+		return 1;
+
+	sigemptyset(&h.blocked);
+	sigaddset(&h.blocked, SIGCHLD);
+	sigaddset(&h.blocked, SIGTERM);
+	sigaddset(&h.blocked, SIGINT);
+	sigaddset(&h.blocked, SIGQUIT);
+	sigaddset(&h.blocked, SIGHUP);
+	sigaddset(&h.blocked, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &h.blocked, &h.saved);
+	signal(SIGPIPE, SIG_IGN);
+
+	log_info("EventoDB server starting address=%s:%lld version=%s engine=postgres workers=%u", cfg->listen,
+	         (long long)cfg->port, PACKAGE_VERSION, h.nworkers);
+	for (uint32_t i = 0; i < h.nworkers; i++)
+		if (spawn(i) < 0) {
+			fatal = true;
+			break;
+		}
+	if (fatal) {
+		signal_all(SIGKILL);
+		exit_code = 1;
+		stopping = true;
+		deadline = now_unix_us();
+	}
+
+	for (;;) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		siginfo_t si;
+		int sig = sigtimedwait(&h.blocked, &si, &ts);
+		int64_t now = now_unix_us();
+		pid_t pid;
+		int status;
+
+		switch (sig) {
+		case SIGTERM:
+			if (!stopping) {
+				log_info("Shutdown signal received signal=SIGTERM; draining (timeout %llds)",
+				         (long long)cfg->shutdown_timeout);
+				notify("STOPPING=1");
+				stopping = true;
+				deadline = now + cfg->shutdown_timeout * 1000000 + 500000;
+				signal_all(SIGTERM);
+			}
+			break;
+		case SIGINT:
+		case SIGQUIT:
+			log_info("Shutdown signal received signal=%s; stopping now", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+			notify("STOPPING=1");
+			if (!stopping || deadline > now + 2000000)
+				deadline = now + 2000000;
+			stopping = true;
+			signal_all(SIGINT);
+			break;
+		case SIGHUP:
+			if (config_reload(cfg, err, sizeof(err)) != 0)
+				log_error("reload failed, keeping the old settings: %s", err);
+			else
+				log_setup(cfg->log_level, cfg->log_format);
+			log_info("configuration reloaded");
+			signal_all(SIGHUP);
+			break;
+		case SIGUSR1:
+			log_info("SIGUSR1: logs go to standard output; nothing to reopen");
+			break;
+		default:
+			break;
+		}
+
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			uint32_t slot;
+			for (slot = 0; slot < h.nworkers && h.procs[slot].pid != pid; slot++)
+				;
+			if (slot == h.nworkers)
+				continue;
+			h.procs[slot].pid = 0;
+			shm_release_dead(h.shm, pid);
+			shm_worker(h.shm, slot)->ready = 0;
+			if (WIFSIGNALED(status))
+				log_msg(stopping ? LOG_INFO : LOG_ERROR, "worker %d exited on signal %d%s", (int)pid,
+				        WTERMSIG(status), WCOREDUMP(status) ? " (core dumped)" : "");
+			else
+				log_msg(stopping || WEXITSTATUS(status) == 0 ? LOG_INFO : LOG_ERROR, "worker %d exited with code %d",
+				        (int)pid, WEXITSTATUS(status));
+			if (stopping)
+				continue;
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+				log_error("worker %d hit a fatal error; shutting down", (int)pid);
+				exit_code = 1;
+				stopping = true;
+				deadline = now + 2000000;
+				signal_all(SIGINT);
+				continue;
+			}
+			/* Back off when workers die young, so a crash loop cannot spin. */
+			if (now - h.procs[slot].started_us < 5000000) {
+				int64_t d = RESPAWN_MIN_US << (h.procs[slot].failures < 10 ? h.procs[slot].failures : 10);
+				h.procs[slot].failures++;
+				h.procs[slot].next_start_us = now + (d < RESPAWN_MAX_US ? d : RESPAWN_MAX_US);
+			} else {
+				h.procs[slot].failures = 0;
+				h.procs[slot].next_start_us = now;
+			}
+		}
+
+		if (stopping) {
+			if (running() == 0)
+				break;
+			if (now >= deadline) {
+				log_warn("shutdown timeout: killing %u worker(s)", running());
+				signal_all(SIGKILL);
+				deadline = now + 60 * 1000000LL;
+			}
+			continue;
+		}
+		for (uint32_t i = 0; i < h.nworkers; i++)
+			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us) {
+				pid_t np = spawn(i);
+				if (np > 0)
+					log_info("worker %u respawned as %d", i + 1, (int)np);
+			}
+		if (!announced) {
+			uint32_t ready = 0;
+			for (uint32_t i = 0; i < h.nworkers; i++)
+				ready += shm_worker(h.shm, i)->ready != 0;
+			if (ready == h.nworkers) {
+				char st[64];
+				announced = true;
+				snprintf(st, sizeof(st), "READY=1\nSTATUS=%u workers ready", ready);
+				notify(st);
+				log_info("all %u workers ready", ready);
+			}
+		}
+	}
+
+	close(h.listen_fd);
+	if (cfg->pid_file != NULL)
+		unlink(cfg->pid_file);
+	shm_destroy(h.shm);
+	free(h.procs);
+	log_info("Server stopped");
+	return exit_code;
+}

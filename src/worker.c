@@ -1,0 +1,184 @@
+/*
+ * A worker process. Everything that must not cross fork() is made here:
+ * the event_base, the evhttp server on the inherited listening socket, the
+ * database connections, the json-c tokener and the object pools. Signals
+ * are libevent evsignals: SIGTERM drains (stop accepting, finish in-flight
+ * requests, exit), SIGINT/SIGQUIT stop at once.
+ */
+#include "autoconf.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "evlib.h"
+#include "http.h"
+#include "log.h"
+#include "rpc.h"
+#include "shm.h"
+#include "store.h"
+#include "worker.h"
+
+#define MAX_DEPTH 64
+
+static void
+stop_now(evutil_socket_t sig, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	log_info("worker %u stopping on signal %d", w->slot, (int)sig);
+	event_base_loopbreak(w->base);
+}
+
+/* Periodic: publish gauges; when draining, exit once nothing is in flight. */
+static void
+tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	uint64_t gets = 0, misses = 0, in_use = 0;
+
+	w->me->st.db_connections = (uint64_t)w->store->ops->connections(w->store);
+	for (struct pool *p = pool_first(); p != NULL; p = p->next) {
+		gets += p->gets;
+		misses += p->misses;
+		in_use += p->in_use;
+	}
+	w->me->st.pool_gets = gets;
+	w->me->st.pool_misses = misses;
+	w->me->st.pool_in_use = in_use;
+	if (w->draining && (w->me->st.requests_in_flight == 0 || now_unix_us() >= w->drain_deadline_us)) {
+		if (w->me->st.requests_in_flight != 0)
+			log_warn("worker %u: shutdown timeout with %llu requests in flight", w->slot,
+			         (unsigned long long)w->me->st.requests_in_flight);
+		event_base_loopbreak(w->base);
+	}
+}
+
+static void
+drain(evutil_socket_t sig, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->draining)
+		return;
+	log_info("worker %u draining", w->slot);
+	w->draining = true;
+	w->drain_deadline_us = now_unix_us() + w->cfg->shutdown_timeout * 1000000;
+	if (w->bound != NULL) {
+		evhttp_del_accept_socket(w->http, w->bound);
+		w->bound = NULL;
+	}
+	tick(-1, 0, w);
+}
+
+static void
+reload(evutil_socket_t sig, short what, void *arg)
+{
+	/* The supervisor re-reads the config; workers pick up the log settings
+	 * it passes through the environment of this process. Nothing else to do. */
+	log_debug("worker received SIGHUP");
+}
+
+int
+worker_main(const struct config *cfg, struct shm *shm, uint32_t slot, int listen_fd)
+{
+	struct worker wk, *w = &wk;
+	struct event *ticker;
+	struct timeval one_sec = {1, 0};
+	char name[16];
+	int rc = 0;
+
+	memset(w, 0, sizeof(*w));
+	w->slot = slot;
+	w->cfg = cfg;
+	w->shm = shm;
+	w->me = shm_worker(shm, slot);
+	memset(&w->me->st, 0, sizeof(w->me->st));
+	w->me->pid = getpid();
+	w->me->started_us = now_unix_us();
+
+	snprintf(name, sizeof(name), "eventodb w%u", slot + 1);
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+	/* Die with the supervisor rather than linger as an orphan. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (getppid() == 1)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+
+	w->base = event_base_new();
+	w->http = w->base ? evhttp_new(w->base) : NULL;
+	w->tok = json_tokener_new_ex(MAX_DEPTH);
+	if (w->base == NULL || w->http == NULL || w->tok == NULL) {
+		log_error("worker %u: out of memory at start", slot);
+		return 2;
+	}
+	json_tokener_set_flags(w->tok, JSON_TOKENER_STRICT);
+	pool_init(&w->ctx_pool, "rpc_ctx", sizeof(struct rpc_ctx), 1024, NULL);
+	pool_init(&w->resp_pool, "resp", sizeof(struct resp), 1024, resp_free);
+
+	w->store = store_pg_open(w->base, cfg->db_url, (int)cfg->db_pool_size);
+	if (w->store == NULL) {
+		log_error("worker %u: cannot set up the store", slot);
+		return 2;
+	}
+
+	evhttp_set_gencb(w->http, http_route, w);
+	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+	                                        EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	/* libevent 2.1 rejects a body over this limit itself, with a 413 of its
+	 * own (HTML body); it has no hook for a JSON one. Our JSON 413 covers a
+	 * body that reaches the handler over the limit (see rpc_handle). */
+	evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->max_body);
+	evhttp_set_max_headers_size(w->http, 64 * 1024);
+	evhttp_set_timeout(w->http, 120);
+	w->bound = evhttp_accept_socket_with_handle(w->http, listen_fd);
+	if (w->bound == NULL) {
+		log_error("worker %u: cannot accept on the listening socket: %s", slot, strerror(errno));
+		return 2;
+	}
+
+	w->ev_term = evsignal_new(w->base, SIGTERM, drain, w);
+	w->ev_int = evsignal_new(w->base, SIGINT, stop_now, w);
+	w->ev_quit = evsignal_new(w->base, SIGQUIT, stop_now, w);
+	w->ev_hup = evsignal_new(w->base, SIGHUP, reload, w);
+	ticker = event_new(w->base, -1, EV_PERSIST, tick, w);
+	if (!w->ev_term || !w->ev_int || !w->ev_quit || !w->ev_hup || !ticker) {
+		log_error("worker %u: cannot set up events", slot);
+		return 2;
+	}
+	event_add(w->ev_term, NULL);
+	event_add(w->ev_int, NULL);
+	event_add(w->ev_quit, NULL);
+	event_add(w->ev_hup, NULL);
+	event_add(ticker, &one_sec);
+
+	w->me->ready = 1;
+	log_debug("worker %u ready", slot);
+	if (event_base_dispatch(w->base) < 0)
+		rc = 1;
+	w->me->ready = 0;
+
+	if (w->bound != NULL)
+		evhttp_del_accept_socket(w->http, w->bound);
+	evhttp_free(w->http);
+	w->store->ops->close(w->store);
+	event_free(ticker);
+	event_free(w->ev_term);
+	event_free(w->ev_int);
+	event_free(w->ev_quit);
+	event_free(w->ev_hup);
+	json_tokener_free(w->tok);
+	pool_drain(&w->ctx_pool);
+	pool_drain(&w->resp_pool);
+	event_base_free(w->base);
+	w->me->pid = 0;
+	return rc;
+}

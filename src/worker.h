@@ -1,0 +1,42 @@
+/* A worker process: one event_base, one evhttp on the inherited listener,
+ * its own database connections, pools and stats slot. */
+#ifndef EVENTODB_WORKER_H
+#define EVENTODB_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pool.h"
+
+struct config;
+struct shm;
+struct shm_worker;
+struct store;
+struct event_base;
+struct evhttp;
+struct evhttp_bound_socket;
+struct json_tokener;
+struct event;
+
+struct worker {
+	uint32_t slot;
+	const struct config *cfg;
+	struct shm *shm;
+	struct shm_worker *me;       /* this worker's stats slot */
+	struct event_base *base;
+	struct evhttp *http;
+	struct evhttp_bound_socket *bound;
+	struct store *store;
+	struct json_tokener *tok;    /* reused for every request body */
+	struct pool ctx_pool;        /* struct rpc_ctx */
+	struct pool resp_pool;       /* struct resp */
+	struct event *ev_term, *ev_int, *ev_quit, *ev_hup, *ev_drain;
+	bool draining;
+	int64_t drain_deadline_us;
+};
+
+/* Runs a worker until it is told to stop; returns the process exit code
+ * (2 = fatal configuration error, the supervisor must not respawn). */
+int worker_main(const struct config *cfg, struct shm *shm, uint32_t slot, int listen_fd);
+
+#endif
