@@ -31,10 +31,10 @@
 
 /* Tunables; overridable at build time (the tests shorten the waits). */
 #ifndef STORE_PG_QUEUE_MAX
-#define STORE_PG_QUEUE_MAX 4096         /* waiting requests; beyond that calls return -1 (503) */
+#define STORE_PG_QUEUE_MAX 4096 /* waiting requests; beyond that calls return -1 (503) */
 #endif
 #ifndef STORE_PG_QUEUE_WAIT_MS
-#define STORE_PG_QUEUE_WAIT_MS 10000    /* longest wait for a free connection */
+#define STORE_PG_QUEUE_WAIT_MS 10000 /* longest wait for a free connection */
 #endif
 #ifndef STORE_PG_CONNECT_TIMEOUT_MS
 #define STORE_PG_CONNECT_TIMEOUT_MS 10000
@@ -46,11 +46,12 @@
 #define STORE_PG_BACKOFF_MAX_MS 5000
 #endif
 #define STORE_PG_MAX_PARAMS 8
-#define STORE_PG_OP_BUF_KEEP 65536      /* larger parameter buffers are not kept in the pool */
+#define STORE_PG_OP_BUF_KEEP 65536 /* larger parameter buffers are not kept in the pool */
 #define STORE_PG_OP_POOL_FREE 1024
+#define STORE_PG_ROWS_KEEP (1024 * 1024) /* larger row arrays are freed after use */
 
-#define STORE_PG_MAGIC 0x50475354u      /* "PGST" */
-#define STORE_PG_OP_MAGIC 0x50474f50u   /* "PGOP" */
+#define STORE_PG_MAGIC 0x50475354u    /* "PGST" */
+#define STORE_PG_OP_MAGIC 0x50474f50u /* "PGOP" */
 
 /* Statement variants. Together with the namespace they identify one SQL
  * text; the store numbers the distinct texts and names them "q<n>". */
@@ -89,12 +90,12 @@ enum op_kind {
 
 struct pg_op {
 	uint32_t magic;
-	struct pg_op *next;  /* queue link */
+	struct pg_op *next; /* queue link */
 	enum op_kind kind;
-	int stmt;            /* statement index; -1 for ns_create (simple protocol) */
+	int stmt; /* statement index; -1 for ns_create (simple protocol) */
 	int nparams;
 	const char *values[STORE_PG_MAX_PARAMS];
-	char *buf;           /* owned copies of the parameters; kept across reuse */
+	char *buf; /* owned copies of the parameters; kept across reuse */
 	size_t bufcap;
 	int64_t deadline_ms; /* queue wait bound */
 	store_cb cb;
@@ -102,7 +103,7 @@ struct pg_op {
 };
 
 struct pg_stmt {
-	char *ns;            /* "" for registry-wide statements */
+	char *ns; /* "" for registry-wide statements */
 	int variant;
 	int nparams;
 	uint32_t hash;
@@ -124,14 +125,14 @@ struct pg_conn {
 	struct event *ev_wr;    /* EV_WRITE while PQflush has output left */
 	struct event *ev_timer; /* reconnect backoff, connect timeout */
 	bool flushing;
-	bool was_up;            /* has been connected before: the next success is a reconnect */
-	bool quiet;             /* failure already logged at warn level */
+	bool was_up; /* has been connected before: the next success is a reconnect */
+	bool quiet;  /* failure already logged at warn level */
 	int backoff_ms;
-	struct pg_op *op;       /* in flight */
-	PGresult *res;          /* result kept for the reply */
-	uint8_t *prepared;      /* prepared[i]: statement i exists on this connection */
+	struct pg_op *op;  /* in flight */
+	PGresult *res;     /* result kept for the reply */
+	uint8_t *prepared; /* prepared[i]: statement i exists on this connection */
 	size_t prepared_cap;
-	void *rows;             /* grow-only row structs handed to callbacks */
+	void *rows; /* grow-only row structs handed to callbacks */
 	size_t rows_cap;
 	char errbuf[256];
 };
@@ -152,7 +153,7 @@ struct store_pg {
 	struct event *qtimer;
 	struct pg_stmt *stmts;
 	size_t nstmts, stmts_cap;
-	int *slots;          /* open addressing over stmts: index + 1, 0 = empty */
+	int *slots; /* open addressing over stmts: index + 1, 0 = empty */
 	size_t nslots;
 	uint64_t ops, rejected, reconnects;
 };
@@ -438,8 +439,8 @@ on_queue_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- statements -------------------------------------------------------------- */
 
-#define MSG_COLS                                                                               \
-	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, " \
+#define MSG_COLS                                                                                                       \
+	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, "                     \
 	"(extract(epoch FROM \"time\") * 1000000)::int8"
 
 static uint32_t
@@ -509,10 +510,11 @@ stmt_build(int variant, const char *s, int *nparams)
 		break;
 	case V_CATEGORIES:
 		*nparams = 0;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT split_part(stream_name, '-', 1) COLLATE \"C\", count(DISTINCT stream_name), count(*)"
-		             " FROM %s.messages GROUP BY 1 ORDER BY 1",
-		             s);
+		n = snprintf(
+		    buf, sizeof(buf),
+		    "SELECT split_part(stream_name, '-', 1) COLLATE \"C\", count(DISTINCT stream_name), count(*)"
+		    " FROM %s.messages GROUP BY 1 ORDER BY 1",
+		    s);
 		break;
 	case V_NS_LIST:
 		*nparams = 0;
@@ -563,10 +565,11 @@ stmt_build(int variant, const char *s, int *nparams)
 				m += snprintf(buf + m, sizeof(buf) - m,
 				              " AND split_part(metadata->>'correlationStreamName', '-', 1) = $%d", k++);
 			if (f & CAT_GROUP) {
-				m += snprintf(buf + m, sizeof(buf) - m,
-				              " AND %s.id(stream_name) IS NOT NULL"
-				              " AND mod(abs(%s.hash_64(%s.cardinal_id(stream_name))), $%d::int8) = $%d::int8",
-				              s, s, s, k, k + 1);
+				m += snprintf(
+				    buf + m, sizeof(buf) - m,
+				    " AND %s.id(stream_name) IS NOT NULL"
+				    " AND mod(abs(%s.hash_64(%s.cardinal_id(stream_name))), $%d::int8) = $%d::int8",
+				    s, s, s, k, k + 1);
 				k += 2;
 			}
 			m += snprintf(buf + m, sizeof(buf) - m, " ORDER BY %s LIMIT $%d::int8", order, k);
@@ -1307,6 +1310,13 @@ conn_command_done(struct pg_conn *c)
 	PQclear(r);
 	if (st->closed || c->state != C_BUSY)
 		return;
+	/* an unlimited read must not pin its row array for the life of the
+	 * connection */
+	if (c->rows_cap > STORE_PG_ROWS_KEEP) {
+		free(c->rows);
+		c->rows = NULL;
+		c->rows_cap = 0;
+	}
 	conn_after_op(c, stale_stmt);
 }
 
@@ -1390,8 +1400,8 @@ on_write(evutil_socket_t fd, short what, void *arg)
 /* Queues one request. -1 (no callback, caller answers 503) when the store is
  * closed, the queue is full, or the database is known to be unreachable. */
 static int
-submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int n, const char *const *vals,
-       store_cb cb, void *arg)
+submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int n, const char *const *vals, store_cb cb,
+       void *arg)
 {
 	struct pg_op *op;
 	int stmt = -1;
@@ -1527,8 +1537,8 @@ pg_ns_info(struct store *s, const char *id, store_cb cb, void *arg)
 }
 
 static int
-pg_ns_streams(struct store *s, const char *ns, const char *prefix, const char *cursor, int64_t limit,
-              store_cb cb, void *arg)
+pg_ns_streams(struct store *s, const char *ns, const char *prefix, const char *cursor, int64_t limit, store_cb cb,
+              void *arg)
 {
 	char l[24];
 	const char *v[3] = {prefix != NULL ? prefix : "", cursor != NULL ? cursor : "", l};
@@ -1617,20 +1627,20 @@ pg_close(struct store *s)
 }
 
 static const struct store_ops store_pg_ops = {
-	.name = "postgres",
-	.close = pg_close,
-	.connections = pg_connections,
-	.write = pg_write,
-	.get_stream = pg_get_stream,
-	.get_last = pg_get_last,
-	.version = pg_version,
-	.get_category = pg_get_category,
-	.ns_create = pg_ns_create,
-	.ns_delete = pg_ns_delete,
-	.ns_list = pg_ns_list,
-	.ns_info = pg_ns_info,
-	.ns_streams = pg_ns_streams,
-	.ns_categories = pg_ns_categories,
+    .name = "postgres",
+    .close = pg_close,
+    .connections = pg_connections,
+    .write = pg_write,
+    .get_stream = pg_get_stream,
+    .get_last = pg_get_last,
+    .version = pg_version,
+    .get_category = pg_get_category,
+    .ns_create = pg_ns_create,
+    .ns_delete = pg_ns_delete,
+    .ns_list = pg_ns_list,
+    .ns_info = pg_ns_info,
+    .ns_streams = pg_ns_streams,
+    .ns_categories = pg_ns_categories,
 };
 
 struct store *

@@ -247,8 +247,7 @@ exec_ok(PGconn *conn, const char *sql, const char *what, char *err, size_t errle
 /* Runs a one-statement query with text parameters; returns the result when
  * its status is COMMAND_OK or TUPLES_OK, else NULL with err set. */
 static PGresult *
-exec_params(PGconn *conn, const char *sql, int n, const char *const *vals, const char *what, char *err,
-            size_t errlen)
+exec_params(PGconn *conn, const char *sql, int n, const char *const *vals, const char *what, char *err, size_t errlen)
 {
 	PGresult *res = PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0);
 	ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -264,8 +263,8 @@ exec_params(PGconn *conn, const char *sql, int n, const char *const *vals, const
 /* Runs text in its own transaction, then the optional bookkeeping statement
  * (one parameter) in the same transaction. */
 static int
-apply_in_tx(PGconn *conn, const char *text, const char *record_sql, const char *record_arg, const char *what,
-            char *err, size_t errlen)
+apply_in_tx(PGconn *conn, const char *text, const char *record_sql, const char *record_arg, const char *what, char *err,
+            size_t errlen)
 {
 	PGresult *res;
 
@@ -291,8 +290,8 @@ rollback:
 static int
 migrate_lock(PGconn *conn, char *err, size_t errlen)
 {
-	return exec_ok(conn, "SELECT pg_advisory_lock(" STORE_PG_MIGRATE_LOCK ")", "taking the migration lock",
-	               err, errlen);
+	return exec_ok(conn, "SELECT pg_advisory_lock(" STORE_PG_MIGRATE_LOCK ")", "taking the migration lock", err,
+	               errlen);
 }
 
 /* Released explicitly so the lock is not held while the caller keeps going;
@@ -446,8 +445,8 @@ store_pg_load_namespaces(const char *url, void (*fn)(const struct ns_seed *, voi
 
 	if (conn == NULL)
 		return -1;
-	res = exec_params(conn, "SELECT id, token_hash, created_at FROM eventodb_store.namespaces ORDER BY id", 0,
-	                  NULL, "reading the namespace registry", err, errlen);
+	res = exec_params(conn, "SELECT id, token_hash, created_at FROM eventodb_store.namespaces ORDER BY id", 0, NULL,
+	                  "reading the namespace registry", err, errlen);
 	if (res == NULL) {
 		PQfinish(conn);
 		return -1;
