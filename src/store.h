@@ -151,24 +151,53 @@ struct store {
 	const struct store_ops *ops;
 };
 
-/* Per-worker PostgreSQL store: pool_size non-blocking connections driven by base. */
-struct store *store_pg_open(struct event_base *base, const char *url, int pool_size);
+/* Where a backend keeps its data, from the options. */
+struct store_cfg {
+	const char *url;      /* --db-url as given */
+	const char *data_dir; /* --data-dir (embedded store) */
+	int pool_size;        /* --db-pool-size */
+};
 
-/*
- * Blocking set-up run once by the supervisor before any worker exists (and by
- * tools). All return 0 on success, -1 with a message in err.
- */
+/* A registered namespace, as the supervisor loads it into the shared table. */
 struct ns_seed {
 	char id[64];
 	char token_hash[65];
 	int64_t created_at;
 };
-/* Applies registry migrations, then every namespace's pending migrations. */
+
+/*
+ * A storage backend. The set-up functions are blocking and run only in the
+ * supervisor before any worker exists (and in tools); they return 0, or -1
+ * with a message in err. open() runs in each worker after fork.
+ */
+struct store_backend {
+	const char *name; /* "postgres", "sqlite" */
+	/* Registry migrations, then every namespace's pending migrations. */
+	int (*migrate)(const struct store_cfg *, char *err, size_t errlen);
+	/* Calls fn for every registered namespace. */
+	int (*load_namespaces)(const struct store_cfg *, void (*fn)(const struct ns_seed *, void *), void *arg,
+	                       char *err, size_t errlen);
+	/* Creates namespace id (registry row + storage) if absent; *created tells
+	 * which; otherwise copies the stored hash (65 bytes) to stored_hash. */
+	int (*ensure_namespace)(const struct store_cfg *, const char *id, const char *token_hash,
+	                        const char *description, bool *created, char *stored_hash, char *err, size_t errlen);
+	/* The per-worker asynchronous store; NULL on failure. */
+	struct store *(*open)(struct event_base *base, const struct store_cfg *);
+	/* Supervisor exit: remove what the backend owns (test-mode data), may be NULL. */
+	void (*cleanup)(const struct store_cfg *);
+};
+
+extern const struct store_backend store_backend_pg;
+
+/* The backend for a URL ("postgres://", "postgresql://", "sqlite://"), or
+ * NULL with a message in err. */
+const struct store_backend *store_backend_for(const char *url, char *err, size_t errlen);
+
+/* PostgreSQL entry points (also used by tools). */
+struct store *store_pg_open(struct event_base *base, const char *url, int pool_size);
 int store_pg_migrate(const char *url, char *err, size_t errlen);
-/* Calls fn for every registered namespace. */
 int store_pg_load_namespaces(const char *url, void (*fn)(const struct ns_seed *, void *), void *arg,
                              char *err, size_t errlen);
-/* Creates namespace id (registry row + schema) if absent. *created tells which. */
 int store_pg_ensure_namespace(const char *url, const char *id, const char *token_hash,
                               const char *description, bool *created, char *stored_hash,
                               char *err, size_t errlen);

@@ -50,6 +50,8 @@ static struct {
 	int listen_fd;
 	uint32_t nworkers;
 	struct proc *procs;
+	const struct store_backend *backend;
+	struct store_cfg scfg;
 	sigset_t blocked, saved;
 } h;
 
@@ -129,8 +131,8 @@ ensure_default(struct config *cfg)
 		token_generate("default", token);
 	}
 	digest_sha256_hex(token, strlen(token), hash);
-	if (store_pg_ensure_namespace(cfg->db_url, "default", hash, "Default namespace", &created, stored, err,
-	                              sizeof(err)) != 0) {
+	if (h.backend->ensure_namespace(&h.scfg, "default", hash, "Default namespace", &created, stored, err,
+	                                sizeof(err)) != 0) {
 		log_error("cannot set up the default namespace: %s", err);
 		return -1;
 	}
@@ -172,7 +174,7 @@ spawn(uint32_t slot)
 		for (int s = 1; s < 32; s++)
 			sigaction(s, &sa, NULL);
 		sigprocmask(SIG_SETMASK, &h.saved, NULL);
-		rc = worker_main(h.cfg, h.shm, slot, h.listen_fd);
+		rc = worker_main(h.cfg, h.backend, &h.scfg, h.shm, slot, h.listen_fd);
 		fflush(stdout);
 		_exit(rc);
 	}
@@ -231,19 +233,21 @@ supervisor_run(struct config *cfg)
 		log_error("--db-url is required (use --test-mode for in-memory testing)");
 		return 1;
 	}
-	if (strncmp(cfg->db_url, "postgres://", 11) != 0 && strncmp(cfg->db_url, "postgresql://", 13) != 0) {
-		const char *colon = strstr(cfg->db_url, "://");
-		log_error("unsupported database scheme: %.*s (use postgres://)",
-		          colon ? (int)(colon - cfg->db_url) : (int)strlen(cfg->db_url), cfg->db_url);
+	h.backend = store_backend_for(cfg->db_url, err, sizeof(err));
+	if (h.backend == NULL) {
+		log_error("%s", err);
 		return 1;
 	}
+	h.scfg.url = cfg->db_url;
+	h.scfg.data_dir = cfg->data_dir;
+	h.scfg.pool_size = (int)cfg->db_pool_size;
 	if (cfg->test_mode)
 		log_warn("--test-mode is not available with PostgreSQL yet; authentication stays on");
 	h.nworkers = cfg->workers > 0 ? (uint32_t)cfg->workers : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
 	if (h.nworkers < 1)
 		h.nworkers = 1;
 
-	if (store_pg_migrate(cfg->db_url, err, sizeof(err)) != 0) {
+	if (h.backend->migrate(&h.scfg, err, sizeof(err)) != 0) {
 		log_error("database migration failed: %s", err);
 		return 1;
 	}
@@ -254,7 +258,7 @@ supervisor_run(struct config *cfg)
 		log_error("cannot map the shared region: %s", strerror(errno));
 		return 1;
 	}
-	if (store_pg_load_namespaces(cfg->db_url, seed_ns, NULL, err, sizeof(err)) != 0) {
+	if (h.backend->load_namespaces(&h.scfg, seed_ns, NULL, err, sizeof(err)) != 0) {
 		log_error("cannot load namespaces: %s", err);
 		return 1;
 	}
@@ -277,8 +281,8 @@ supervisor_run(struct config *cfg)
 	sigprocmask(SIG_BLOCK, &h.blocked, &h.saved);
 	signal(SIGPIPE, SIG_IGN);
 
-	log_info("EventoDB server starting address=%s:%lld version=%s engine=postgres workers=%u", cfg->listen,
-	         (long long)cfg->port, PACKAGE_VERSION, h.nworkers);
+	log_info("EventoDB server starting address=%s:%lld version=%s engine=%s workers=%u", cfg->listen,
+	         (long long)cfg->port, PACKAGE_VERSION, h.backend->name, h.nworkers);
 	for (uint32_t i = 0; i < h.nworkers; i++)
 		if (spawn(i) < 0) {
 			fatal = true;

@@ -88,7 +88,8 @@ reload(evutil_socket_t sig, short what, void *arg)
 }
 
 int
-worker_main(const struct config *cfg, struct shm *shm, uint32_t slot, int listen_fd)
+worker_main(const struct config *cfg, const struct store_backend *backend, const struct store_cfg *scfg,
+            struct shm *shm, uint32_t slot, int listen_fd)
 {
 	struct worker wk, *w = &wk;
 	struct event *ticker;
@@ -124,7 +125,7 @@ worker_main(const struct config *cfg, struct shm *shm, uint32_t slot, int listen
 	pool_init(&w->ctx_pool, "rpc_ctx", sizeof(struct rpc_ctx), 1024, NULL);
 	pool_init(&w->resp_pool, "resp", sizeof(struct resp), 1024, resp_free);
 
-	w->store = store_pg_open(w->base, cfg->db_url, (int)cfg->db_pool_size);
+	w->store = backend->open(w->base, scfg);
 	if (w->store == NULL) {
 		log_error("worker %u: cannot set up the store", slot);
 		return 2;

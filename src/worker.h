@@ -37,6 +37,9 @@ struct worker {
 
 /* Runs a worker until it is told to stop; returns the process exit code
  * (2 = fatal configuration error, the supervisor must not respawn). */
-int worker_main(const struct config *cfg, struct shm *shm, uint32_t slot, int listen_fd);
+struct store_backend;
+struct store_cfg;
+int worker_main(const struct config *cfg, const struct store_backend *backend, const struct store_cfg *scfg,
+                struct shm *shm, uint32_t slot, int listen_fd);
 
 #endif
