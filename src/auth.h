@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "evlib.h"
+
 struct evhttp_request;
 struct worker;
 
@@ -16,6 +18,10 @@ struct auth_result {
 	char details[1280];       /* raw JSON object text or "" */
 	char ns[200];            /* namespace of the request (TOKEN_NS_MAX + 1) */
 	bool admin;              /* token of the default namespace */
+	/* Test mode (SPEC D2): a well-formed token of an unknown namespace; the
+	 * caller creates the namespace with this token before going on. */
+	bool autocreate;
+	char token[TOKEN_MAXLEN + 1];
 };
 
 void auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a);

@@ -33,7 +33,11 @@ rpc_sys_health(struct rpc_ctx *c)
 	jw_cstr(b, c->w->store->ops->name);
 	jw_lit(b, ",\"connections\":");
 	jw_i64(b, (int64_t)sum.db_connections);
-	jw_lit(b, ",\"status\":\"ok\",\"workers\":");
+	/* "degraded": the server answers but no database connection is up. */
+	if (sum.db_connections > 0)
+		jw_lit(b, ",\"status\":\"ok\",\"workers\":");
+	else
+		jw_lit(b, ",\"status\":\"degraded\",\"workers\":");
 	jw_i64(b, ready);
 	jw_lit(b, "}");
 	rpc_ok(c);

@@ -7,6 +7,7 @@
  */
 #include "autoconf.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -52,6 +53,7 @@ static struct {
 	struct proc *procs;
 	const struct store_backend *backend;
 	struct store_cfg scfg;
+	char *test_dir; /* test mode's private data directory, removed at exit */
 	sigset_t blocked, saved;
 } h;
 
@@ -215,20 +217,90 @@ write_pid_file(const char *path)
 	fclose(f);
 }
 
+/* Removes the flat test-mode data directory and everything in it. */
+static void
+remove_test_dir(void)
+{
+	DIR *d;
+	struct dirent *e;
+	char path[4096];
+
+	if (h.test_dir == NULL)
+		return;
+	d = opendir(h.test_dir);
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", h.test_dir, e->d_name);
+			unlink(path);
+		}
+		closedir(d);
+	}
+	if (rmdir(h.test_dir) != 0)
+		log_warn("cannot remove test data directory %s: %s", h.test_dir, strerror(errno));
+	free(h.test_dir);
+	h.test_dir = NULL;
+}
+
+/* SPEC D2: test mode listens on loopback unless told otherwise and, without
+ * --db-url, runs on the embedded store in a private directory on tmpfs. */
+static int
+setup_test_mode(struct config *cfg)
+{
+	char tmpl[256];
+	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : (getenv("TMPDIR") ?: "/tmp");
+
+	if (!cfg->listen_given) {
+		free(cfg->listen);
+		cfg->listen = strdup("127.0.0.1");
+	}
+	if (cfg->db_url != NULL && cfg->db_url[0] != '\0')
+		return 0;
+	free(cfg->db_url);
+	cfg->db_url = strdup("sqlite://");
+	if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0') {
+		snprintf(tmpl, sizeof(tmpl), "%s/eventodb-test-XXXXXX", base);
+		if (mkdtemp(tmpl) == NULL) {
+			log_error("cannot make a test data directory in %s: %s", base, strerror(errno));
+			return -1;
+		}
+		h.test_dir = strdup(tmpl);
+		free(cfg->data_dir);
+		cfg->data_dir = strdup(tmpl);
+	}
+	log_info("test mode: authentication optional, data in %s", cfg->data_dir);
+	return 0;
+}
+
+static int run(struct config *cfg);
+
 int
 supervisor_run(struct config *cfg)
+{
+	int rc;
+
+	memset(&h, 0, sizeof(h));
+	rc = run(cfg);
+	remove_test_dir();
+	return rc;
+}
+
+static int
+run(struct config *cfg)
 {
 	char err[1024];
 	bool stopping = false, fatal = false, announced = false;
 	int64_t deadline = 0;
 	int exit_code = 0;
 
-	memset(&h, 0, sizeof(h));
 	h.cfg = cfg;
 	log_setup(cfg->log_level, cfg->log_format);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	prctl(PR_SET_NAME, "eventodb sup", 0, 0, 0);
 
+	if (cfg->test_mode && setup_test_mode(cfg) != 0)
+		return 1;
 	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
 		log_error("--db-url is required (use --test-mode for in-memory testing)");
 		return 1;
@@ -241,8 +313,6 @@ supervisor_run(struct config *cfg)
 	h.scfg.url = cfg->db_url;
 	h.scfg.data_dir = cfg->data_dir;
 	h.scfg.pool_size = (int)cfg->db_pool_size;
-	if (cfg->test_mode)
-		log_warn("--test-mode is not available with PostgreSQL yet; authentication stays on");
 	h.nworkers = cfg->workers > 0 ? (uint32_t)cfg->workers : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
 	if (h.nworkers < 1)
 		h.nworkers = 1;
