@@ -34,6 +34,35 @@ def try_rpc(srv, method, *args, timeout=15, **kw):
         return e
 
 
+class TestCategoryIndex(harness.TestCase):
+    def test_category_get_uses_the_category_index(self):
+        """category.get must be served by messages_category (not a scan of the primary key):
+        the index's scan counter grows when only category reads run."""
+        srv = harness.Server(name="catindex", workers=1).start()
+        try:
+            cat = unique("idx")
+            for i in range(30):
+                srv.write("%s-%d" % (cat, i % 3), data={"i": i})
+            pg = harness.pg_cluster()
+            q = ("SELECT coalesce(sum(idx_scan),0) FROM pg_stat_user_indexes "
+                 "WHERE schemaname='eventodb_default' AND indexrelname='messages_category'")
+
+            def scans():
+                return int(pg.psql(q) or 0)
+
+            time.sleep(1.2)  # let earlier statistics reach the collector
+            before = scans()
+            for _ in range(5):
+                got = srv.call("category.get", cat, {"position": 1, "batchSize": 10})
+                self.assertEqual(len(got), 10)
+                srv.call("category.get", cat, {"consumerGroup": {"member": 0, "size": 2}})
+                srv.call("category.get", cat, {"correlation": "workflow"})
+            self.assertTrue(harness.wait_until(lambda: scans() >= before + 15, 10),
+                            "messages_category scans: before %d, after %d" % (before, scans()))
+        finally:
+            srv.stop()
+
+
 class TestWorkers(harness.TestCase):
     def test_killed_worker_is_replaced(self):
         srv = harness.Server(name="workers", workers=2).start()
