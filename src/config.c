@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "log.h"
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -28,8 +29,12 @@ const struct option_def config_options[] = {
 	 "accepted for compatibility; only plain PostgreSQL is supported"},
 	{"db-url", OPT_STR, NULL, false, OFF(db_url), 0, 0,
 	 "database URL: postgres://user:pass@host:port/db"},
+	{"group", OPT_STR, NULL, false, OFF(group), 0, 0,
+	 "group to run as after binding (with --user; default: the user's group)"},
 	{"listen", OPT_STR, "0.0.0.0", false, OFF(listen), 0, 0,
 	 "address to listen on (IPv4 or IPv6 literal)"},
+	{"log-file", OPT_STR, NULL, false, OFF(log_file), 0, 0,
+	 "append log lines to this file (reopened on SIGUSR1 and SIGHUP) instead of stderr"},
 	{"log-format", OPT_STR, "console", true, OFF(log_format), 0, 0,
 	 "log format: console or json"},
 	{"log-level", OPT_STR, "info", true, OFF(log_level), 0, 0,
@@ -40,18 +45,32 @@ const struct option_def config_options[] = {
 	 "largest request body (413 BODY_TOO_LARGE above it)"},
 	{"max-message", OPT_SIZE, "1MiB", false, OFF(max_message), 64, (int64_t)1 << 32,
 	 "largest data+metadata of one message (413 MESSAGE_TOO_LARGE above it)"},
-	{"pid-file", OPT_STR, NULL, false, OFF(pid_file), 0, 0,
-	 "write the supervisor's pid to this file"},
+	{"max-subscriptions", OPT_INT, "10000", false, OFF(max_subscriptions), 1, 100000000,
+	 "live subscriptions (GET /subscribe) per namespace over all workers (429 above it)"},
+	{"pg-notify", OPT_BOOL, "true", false, OFF(pg_notify), 0, 0,
+	 "PostgreSQL: notify writes to the other servers on the same database (LISTEN/NOTIFY)"},
+	{"pidfile", OPT_STR, NULL, false, OFF(pidfile), 0, 0,
+	 "write the supervisor's pid here; refuse to start while it names a live eventodb"},
 	{"port", OPT_INT, "8080", false, OFF(port), 0, 65535,
 	 "TCP port to listen on"},
 	{"shutdown-timeout", OPT_INT, "10", false, OFF(shutdown_timeout), 0, 3600,
 	 "seconds a graceful shutdown (SIGTERM) may take before workers are killed"},
+	{"sse-buffer", OPT_SIZE, "64KiB", false, OFF(sse_buffer), 1024, (int64_t)1 << 30,
+	 "output a slow subscriber may have pending; beyond it pokes coalesce to the newest per stream"},
+	{"sse-keepalive", OPT_INT, "15", false, OFF(sse_keepalive), 1, 3600,
+	 "seconds between \": keepalive\" comments on subscriptions"},
+	{"syslog", OPT_BOOL, "false", false, OFF(syslog), 0, 0,
+	 "log to syslog (facility daemon) instead of stderr"},
 	{"test-mode", OPT_BOOL, "false", false, OFF(test_mode), 0, 0,
 	 "test mode: optional auth, namespaces created on first use"},
 	{"token", OPT_STR, NULL, false, OFF(token), 0, 0,
 	 "token of the default (admin) namespace"},
+	{"user", OPT_STR, NULL, false, OFF(user), 0, 0,
+	 "user to run as after binding the listener (when started as root)"},
 	{"workers", OPT_INT, "0", false, OFF(workers), 0, 256,
 	 "worker processes (0 = one per online CPU)"},
+	{"write-ring-size", OPT_SIZE, "4MiB", false, OFF(write_ring_size), 4096, (int64_t)1 << 30,
+	 "shared ring of recent writes that feeds subscribers on every worker"},
 	{NULL, 0, NULL, false, 0, 0, 0, NULL},
 };
 
@@ -129,22 +148,22 @@ set_option(struct config *cfg, const struct option_def *o, const char *val, cons
 	}
 	case OPT_BOOL:
 		if (parse_bool(val, (bool *)base) != 0)
-			return errf(err, errlen, "invalid boolean value \"%s\" for %s %s", val, source, o->name), -1;
+			return errf(err, errlen, "%s: invalid boolean value \"%s\" for %s", source, val, o->name), -1;
 		return 0;
 	case OPT_INT:
 		errno = 0;
 		v = strtoll(val, &end, 10);
 		if (end == val || *end != '\0' || errno != 0)
-			return errf(err, errlen, "invalid value \"%s\" for %s %s: not an integer", val, source, o->name), -1;
+			return errf(err, errlen, "%s: invalid value \"%s\" for %s: not an integer", source, val, o->name), -1;
 		break;
 	case OPT_SIZE:
 		if (config_parse_size(val, &v) != 0)
-			return errf(err, errlen, "invalid value \"%s\" for %s %s: not a size (e.g. 4096, 64k, 16MiB)",
-			            val, source, o->name), -1;
+			return errf(err, errlen, "%s: invalid value \"%s\" for %s: not a size (e.g. 4096, 64k, 16MiB)",
+			            source, val, o->name), -1;
 		break;
 	}
 	if (v < o->min || v > o->max)
-		return errf(err, errlen, "invalid value \"%s\" for %s %s: must be between %lld and %lld", val, source,
+		return errf(err, errlen, "%s: invalid value \"%s\" for %s: must be between %lld and %lld", source, val,
 		            o->name, (long long)o->min, (long long)o->max), -1;
 	*(int64_t *)base = v;
 	return 0;
@@ -180,6 +199,43 @@ trim(char *s)
 	while (e > s && isspace((unsigned char)e[-1]))
 		*--e = '\0';
 	return s;
+}
+
+static bool
+flagged(const struct config *cfg, const struct option_def *o)
+{
+	size_t idx = (size_t)(o - config_options);
+
+	return idx < 64 && (cfg->flag_set >> idx & 1);
+}
+
+/* On reload, a changed option that cannot change at run time is reported,
+ * not applied (flags given on the command line still win over files). */
+static void
+note_ignored(struct config *cfg, const struct option_def *o, const char *val, const char *source)
+{
+	struct config tmp;
+	char err[256];
+	bool differs;
+
+	if (o->offset == OFF(config_file) || flagged(cfg, o))
+		return;
+	memset(&tmp, 0, sizeof(tmp));
+	if (set_option(&tmp, o, val, source, err, sizeof(err)) != 0) {
+		log_warn("reload: %s", err);
+		return;
+	}
+	if (o->type == OPT_STR) {
+		const char *a = *(char **)((char *)cfg + o->offset), *b = *(char **)((char *)&tmp + o->offset);
+		differs = a == NULL || strcmp(a, b) != 0;
+		free(*(char **)((char *)&tmp + o->offset));
+	} else if (o->type == OPT_BOOL) {
+		differs = *(bool *)((char *)cfg + o->offset) != *(bool *)((char *)&tmp + o->offset);
+	} else {
+		differs = *(int64_t *)((char *)cfg + o->offset) != *(int64_t *)((char *)&tmp + o->offset);
+	}
+	if (differs)
+		log_warn("reload: %s changed (%s) but only takes effect after a restart; ignored", o->name, source);
 }
 
 /* Reads name = value lines; '#' starts a comment; values may be "quoted". */
@@ -222,9 +278,13 @@ read_file(struct config *cfg, const char *path, bool reload_only, char *err, siz
 			fclose(f);
 			return -1;
 		}
-		if (reload_only && !o->reloadable)
-			continue;
 		snprintf(src, sizeof(src), "%s:%d", path, lineno);
+		if (reload_only && flagged(cfg, o))
+			continue;
+		if (reload_only && !o->reloadable) {
+			note_ignored(cfg, o, val, src);
+			continue;
+		}
 		if (set_option(cfg, o, val, src, err, errlen) != 0) {
 			fclose(f);
 			return -1;
@@ -245,17 +305,21 @@ read_env(struct config *cfg, bool reload_only, char *err, size_t errlen)
 		const char *v;
 		char tmp[256];
 
-		if (reload_only && !o->reloadable)
-			continue;
 		env_name(o->name, name, sizeof(name));
 		v = getenv(name);
 		if (v == NULL || *v == '\0')
 			continue;
+		if (reload_only && flagged(cfg, o))
+			continue;
+		if (reload_only && !o->reloadable) {
+			note_ignored(cfg, o, v, name);
+			continue;
+		}
 		/* Like the reference server, a bad number in the environment keeps the default. */
-		if (set_option(cfg, o, v, "environment variable", tmp, sizeof(tmp)) != 0) {
+		if (set_option(cfg, o, v, name, tmp, sizeof(tmp)) != 0) {
 			if (o->type == OPT_INT)
 				continue;
-			return errf(err, errlen, "%s: %s", name, tmp), -1;
+			return errf(err, errlen, "%s", tmp), -1;
 		}
 		if (o->offset == OFF(listen))
 			cfg->listen_given = true;
@@ -313,8 +377,10 @@ config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen
 		}
 		if (o->offset == OFF(config_file))
 			continue; /* already read */
-		if (set_option(cfg, o, val, "flag", err, errlen) != 0)
+		if (set_option(cfg, o, val, a, err, errlen) != 0)
 			return -1;
+		if (o - config_options < 64)
+			cfg->flag_set |= (uint64_t)1 << (o - config_options);
 		if (o->offset == OFF(listen))
 			cfg->listen_given = true;
 	}
@@ -373,5 +439,16 @@ config_usage_roff(FILE *out)
 		if (o->reloadable)
 			fprintf(out, " Reloaded on SIGHUP.");
 		fprintf(out, "\n");
+	}
+}
+
+void
+config_usage_conf(FILE *out)
+{
+	for (const struct option_def *o = config_options; o->name; o++) {
+		if (o->offset == OFF(config_file))
+			continue;
+		fprintf(out, "\n# %s.%s\n#%s = %s\n", o->help, o->reloadable ? " Reloaded on SIGHUP." : "", o->name,
+		        o->def != NULL ? o->def : "");
 	}
 }

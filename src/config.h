@@ -14,23 +14,33 @@
 struct config {
 	char *config_file;
 	char *data_dir;
+	char *group;
 	char *db_type;
 	char *db_url;
 	int64_t db_pool_size;
 	char *listen;
+	char *log_file;
 	char *log_format;
 	char *log_level;
 	int64_t max_batch_size;
 	int64_t max_body;
 	int64_t max_message;
-	char *pid_file;
+	int64_t max_subscriptions;
+	bool pg_notify;
+	char *pidfile;
 	int64_t port;
 	int64_t shutdown_timeout;
+	int64_t sse_buffer;
+	int64_t sse_keepalive;
+	bool syslog;
 	bool test_mode;
 	char *token;
+	char *user;
 	int64_t workers;
+	int64_t write_ring_size;
 	/* set by parsing: which options were given explicitly (any source) */
 	bool listen_given;
+	uint64_t flag_set; /* bit i: config_options[i] was given as a flag */
 };
 
 enum opt_type { OPT_STR, OPT_INT, OPT_SIZE, OPT_BOOL };
@@ -58,6 +68,8 @@ void config_free(struct config *cfg);
 void config_usage(FILE *out);
 /* The option list as man page roff (eventodb --dump-options-roff). */
 void config_usage_roff(FILE *out);
+/* Every option as a commented config file line with its default. */
+void config_usage_conf(FILE *out);
 /* Parses "16MiB", "1m", "4096", "2k" style sizes; -1 on error. */
 int config_parse_size(const char *s, int64_t *out);
 

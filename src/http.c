@@ -15,10 +15,13 @@
 #include "auth.h"
 #include "evlib.h"
 #include "http.h"
+#include "import.h"
 #include "jsonw.h"
 #include "log.h"
+#include "ring.h"
 #include "rpc.h"
 #include "shm.h"
+#include "sse.h"
 #include "worker.h"
 
 struct resp *
@@ -126,7 +129,7 @@ account(struct worker *w, int status, int64_t start_us)
 static void
 log_request(struct evhttp_request *req, int status, int64_t start_us)
 {
-	enum log_level lvl = status >= 500 ? LOG_ERROR : LOG_INFO;
+	enum log_level lvl = status >= 500 ? LVL_ERROR : LVL_INFO;
 	static const char *const names[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH"};
 	enum evhttp_cmd_type cmd;
 	const char *m = "?";
@@ -175,6 +178,29 @@ http_send_json(struct worker *w, struct evhttp_request *req, int status, struct 
                int64_t start_us)
 {
 	send_with_type(w, req, status, body, "application/json", start_us);
+}
+
+void
+http_account(struct worker *w, struct evhttp_request *req, int status, int64_t start_us)
+{
+	account(w, status, start_us);
+	log_request(req, status, start_us);
+}
+
+void
+http_send_text(struct worker *w, struct evhttp_request *req, int status, const char *text, int64_t start_us)
+{
+	struct resp *r = resp_get(w);
+
+	if (r == NULL) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	/* Go's http.Error: the text, a newline, nosniff. */
+	evbuffer_add_printf(r->buf, "%s\n", text);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Content-Type-Options", "nosniff");
+	send_with_type(w, req, status, r->buf, "text/plain; charset=utf-8", start_us);
+	resp_put(w, r);
 }
 
 void
@@ -263,7 +289,9 @@ debug_stats(struct worker *w, struct evhttp_request *req, int64_t start_us)
 		jw_i64(r->buf, (int64_t)p->high_water);
 		jw_lit(r->buf, "}");
 	}
-	jw_lit(r->buf, "]}\n");
+	jw_lit(r->buf, "],");
+	ring_stats_json(w->shm, r->buf);
+	jw_lit(r->buf, "}\n");
 	http_send_json(w, req, 200, r->buf, start_us);
 	resp_put(w, r);
 }
@@ -286,6 +314,10 @@ http_route(struct evhttp_request *req, void *arg)
 		send_fixed(w, req, "{\"version\":\"" PACKAGE_VERSION "\"}");
 	} else if (strcmp(path, "/debug/stats") == 0) {
 		debug_stats(w, req, start);
+	} else if (strcmp(path, "/subscribe") == 0) {
+		sse_handle(w, req, start);
+	} else if (strcmp(path, "/import") == 0) {
+		import_handle(w, req, start);
 	} else {
 		http_send_error(w, req, 404, "NOT_FOUND", "Endpoint not found", NULL, 0);
 	}

@@ -32,6 +32,10 @@ void http_send_json(struct worker *w, struct evhttp_request *req, int status, st
 /* Writes {"error":{"code","message"[,"details"]}}\n to b; details is raw
  * JSON object text or NULL. */
 void http_error_body(struct evbuffer *b, const char *code, const char *message, const char *details);
+/* Counts and logs a reply whose body goes on streaming (SSE). */
+void http_account(struct worker *w, struct evhttp_request *req, int status, int64_t start_us);
+/* Sends text plus "\n" as text/plain (the SSE validation errors of SPEC 6.1). */
+void http_send_text(struct worker *w, struct evhttp_request *req, int status, const char *text, int64_t start_us);
 /* Sends an error reply (builds the body in a pooled response). */
 void http_send_error(struct worker *w, struct evhttp_request *req, int status, const char *code,
                      const char *message, const char *details, int64_t start_us);

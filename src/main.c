@@ -1,10 +1,13 @@
-/* eventodb: command dispatch (serve, version, help) in front of the supervisor. */
+/* eventodb: command dispatch (serve, export, import, version, help) in front of the supervisor. */
 #include "autoconf.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "config.h"
+#include "proctitle.h"
 #include "supervisor.h"
 
 static void
@@ -19,9 +22,13 @@ usage(FILE *out)
 	fprintf(out,
 	        "Usage:\n"
 	        "  eventodb [serve] [options]     run the server\n"
+	        "  eventodb export [options]      write a namespace as NDJSON (export --help)\n"
+	        "  eventodb import [options]      load NDJSON into a namespace (import --help)\n"
+	        "  eventodb --check-config [options]  validate the configuration and exit\n"
 	        "  eventodb version [--full]      print the version\n"
 	        "  eventodb help                  this help\n"
-	        "  eventodb options-roff          the option list as man page source\n\n");
+	        "  eventodb options-roff          the option list as man page source\n"
+	        "  eventodb options-conf          the option list as a commented config file\n\n");
 	config_usage(out);
 }
 
@@ -30,8 +37,14 @@ main(int argc, char **argv)
 {
 	struct config cfg;
 	char err[1024];
+	bool check = false;
 	int rc;
 
+	if (argc >= 2 && strcmp(argv[1], "export") == 0)
+		return cli_export_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "import") == 0)
+		return cli_import_main(argc - 1, argv + 1);
+	proctitle_init(argc, argv);
 	if (argc < 2) {
 		banner(stdout);
 		usage(stdout);
@@ -55,16 +68,33 @@ main(int argc, char **argv)
 		config_usage_roff(stdout);
 		return 0;
 	}
+	if (strcmp(argv[1], "options-conf") == 0) {
+		config_usage_conf(stdout);
+		return 0;
+	}
 	if (strcmp(argv[1], "serve") == 0) {
 		argv++;
 		argc--;
 	}
+	/* --check-config anywhere among the flags: validate and exit. */
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--check-config") == 0 || strcmp(argv[i], "-check-config") == 0) {
+			check = true;
+			memmove(argv + i, argv + i + 1, sizeof(char *) * (size_t)(argc - i));
+			argc--;
+			break;
+		}
 	if (config_parse(&cfg, argc - 1, argv + 1, err, sizeof(err)) != 0) {
-		fprintf(stderr, "eventodb: %s\n\n", err);
+		fprintf(stderr, "eventodb: %s\n", err);
+		if (check) {
+			config_free(&cfg);
+			return 1;
+		}
+		fprintf(stderr, "\n");
 		usage(stderr);
 		return 2;
 	}
-	rc = supervisor_run(&cfg);
+	rc = check ? supervisor_check_config(&cfg) : supervisor_run(&cfg);
 	config_free(&cfg);
 	return rc;
 }

@@ -14,7 +14,9 @@
 #include "http.h"
 #include "jsonw.h"
 #include "rpc.h"
+#include "ring.h"
 #include "shm.h"
+#include "sse.h"
 #include "worker.h"
 
 #define STORE(c) ((c)->w->store)
@@ -48,6 +50,9 @@ write_done(const struct store_reply *r, void *arg)
 
 	switch (r->status) {
 	case ST_OK:
+		/* Before the reply, so a client's next write lands after it in the ring. */
+		sse_publish(c->w, c->ns, (uint64_t)c->num, c->u.write.stream, strlen(c->u.write.stream), r->position,
+		            r->global_position);
 		jw_lit(b, "{\"globalPosition\":");
 		jw_i64(b, r->global_position);
 		jw_lit(b, ",\"position\":");
@@ -58,6 +63,8 @@ write_done(const struct store_reply *r, void *arg)
 	case ST_CONFLICT: {
 		char msg[128], details[96];
 		c->w->me->st.version_conflicts++;
+		ring_index_note(c->w->shm, (uint64_t)c->num, c->u.write.stream, strlen(c->u.write.stream),
+		                r->actual_version, 0);
 		snprintf(msg, sizeof(msg), "Expected version %lld, stream is at version %lld",
 		         (long long)c->u.write.expected, (long long)r->actual_version);
 		snprintf(details, sizeof(details), "{\"actual\":%lld,\"expected\":%lld}", (long long)r->actual_version,
@@ -124,6 +131,17 @@ rpc_stream_write(struct rpc_ctx *c)
 		                 size, (long long)c->w->cfg->max_message);
 	wr->id = c->id;
 	wr->stream = stream;
+	/* num: the namespace generation now, the stream index key. A cached
+	 * version past expectedVersion is a certain conflict: no round trip. */
+	c->num = (int64_t)ring_ns_generation(c->w->shm, c->ns, NULL);
+	if (wr->has_expected) {
+		struct store_reply cr = {.status = ST_CONFLICT};
+		if (ring_index_conflict(c->w->shm, (uint64_t)c->num, stream, strlen(stream), wr->expected,
+		                        &cr.actual_version)) {
+			c->w->me->st.index_conflicts++;
+			return write_done(&cr, c);
+		}
+	}
 	if (STORE(c)->ops->write(STORE(c), c->ns, wr, write_done, c) != 0)
 		rpc_fail_busy(c);
 }

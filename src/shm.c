@@ -39,7 +39,8 @@ lock_init(struct shm_lock *l)
 	return 0;
 }
 
-static void
+/* true when the previous holder died holding the lock. */
+static bool
 lock_take(struct shm_lock *l)
 {
 	int rc = pthread_mutex_lock(&l->mu);
@@ -54,6 +55,7 @@ lock_take(struct shm_lock *l)
 		abort();
 	}
 	l->owner = getpid();
+	return rc == EOWNERDEAD;
 }
 
 static void
@@ -63,19 +65,45 @@ lock_give(struct shm_lock *l)
 	pthread_mutex_unlock(&l->mu);
 }
 
+int
+shm_lock_init(struct shm_lock *l)
+{
+	return lock_init(l);
+}
+
+bool
+shm_lock_take(struct shm_lock *l)
+{
+	return lock_take(l);
+}
+
+void
+shm_lock_give(struct shm_lock *l)
+{
+	lock_give(l);
+}
+
 struct shm *
 shm_create(uint32_t nworkers, uint32_t ns_capacity)
 {
+	return shm_create_ex(nworkers, ns_capacity, 0, 0);
+}
+
+struct shm *
+shm_create_ex(uint32_t nworkers, uint32_t ns_capacity, size_t index_size, size_t ring_size)
+{
 	struct shm *s;
 	struct shm_header *h;
-	size_t ns_off, w_off, size;
+	size_t ns_off, w_off, ix_off, r_off, size;
 	uint32_t cap = 16;
 
 	while (cap < ns_capacity)
 		cap <<= 1;
 	ns_off = align64(sizeof(struct shm_header));
 	w_off = align64(ns_off + (size_t)cap * sizeof(struct shm_ns));
-	size = align64(w_off + (size_t)nworkers * align64(sizeof(struct shm_worker)));
+	ix_off = align64(w_off + (size_t)nworkers * align64(sizeof(struct shm_worker)));
+	r_off = align64(ix_off + index_size);
+	size = align64(r_off + ring_size);
 
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -93,6 +121,8 @@ shm_create(uint32_t nworkers, uint32_t ns_capacity)
 	h->ns_capacity = cap;
 	h->ns_offset = ns_off;
 	h->workers_offset = w_off;
+	h->index_offset = index_size > 0 ? ix_off : 0;
+	h->ring_offset = ring_size > 0 ? r_off : 0;
 	if (lock_init(&h->ns_lock) != 0) {
 		munmap(s->base, size);
 		free(s);
@@ -115,6 +145,12 @@ struct shm_header *
 shm_header(struct shm *s)
 {
 	return s->base;
+}
+
+void *
+shm_at(struct shm *s, uint64_t offset)
+{
+	return (char *)s->base + offset;
 }
 
 struct shm_worker *
@@ -203,6 +239,22 @@ shm_ns_get(struct shm *s, const char *id, uint8_t token_hash[32])
 	e = ns_find(s, id);
 	if (e != NULL)
 		memcpy(token_hash, e->token_hash, 32);
+	lock_give(&h->ns_lock);
+	return e != NULL;
+}
+
+bool
+shm_ns_lookup(struct shm *s, const char *id, uint32_t *slot, uint64_t *generation)
+{
+	struct shm_header *h = s->base;
+	struct shm_ns *e;
+
+	lock_take(&h->ns_lock);
+	e = ns_find(s, id);
+	if (e != NULL) {
+		*slot = (uint32_t)(e - ns_table(s));
+		*generation = e->generation;
+	}
 	lock_give(&h->ns_lock);
 	return e != NULL;
 }

@@ -58,6 +58,11 @@ struct shm_header {
 struct shm;
 
 struct shm *shm_create(uint32_t nworkers, uint32_t ns_capacity);
+/* Also reserves the stream index and write ring parts (ring.h) of the given
+ * sizes; their offsets land in the header (0 when a size is 0). */
+struct shm *shm_create_ex(uint32_t nworkers, uint32_t ns_capacity, size_t index_size, size_t ring_size);
+/* Address of an offset in the region. */
+void *shm_at(struct shm *s, uint64_t offset);
 void shm_destroy(struct shm *s);
 struct shm_header *shm_header(struct shm *s);
 struct shm_worker *shm_worker(struct shm *s, uint32_t slot);
@@ -67,6 +72,16 @@ int shm_ns_put(struct shm *s, const char *id, const uint8_t token_hash[32]);
 /* true if found (copies the hash). */
 bool shm_ns_get(struct shm *s, const char *id, uint8_t token_hash[32]);
 bool shm_ns_remove(struct shm *s, const char *id);
+/* true if found: its slot in the table and its generation (new on every
+ * create or token change, so it names one incarnation of the namespace). */
+bool shm_ns_lookup(struct shm *s, const char *id, uint32_t *slot, uint64_t *generation);
+
+/* Robust process-shared locks for other parts of the region (ring.c).
+ * shm_lock_take returns true when the previous holder died holding it:
+ * the caller repairs what the lock guards. */
+int shm_lock_init(struct shm_lock *l);
+bool shm_lock_take(struct shm_lock *l);
+void shm_lock_give(struct shm_lock *l);
 
 /* Releases the namespace lock if a dead process holds it (supervisor). */
 void shm_release_dead(struct shm *s, pid_t dead);

@@ -23,6 +23,7 @@
 	X(rpc_ns)                                                                \
 	X(rpc_sys)                                                               \
 	X(version_conflicts)                                                     \
+	X(index_conflicts)     /* of which answered from the stream index */     \
 	X(latency_le_1ms)      /* request latency histogram, cumulative */       \
 	X(latency_le_5ms)                                                        \
 	X(latency_le_25ms)                                                       \
@@ -35,7 +36,12 @@
 	X(pool_gets)                                                             \
 	X(pool_misses)         /* gets that had to allocate */                   \
 	X(pool_in_use)         /* gauge */                                       \
-	X(sse_subscribers)     /* gauge */
+	X(sse_subscribers)     /* gauge */                                       \
+	X(sse_pokes)           /* poke events written */                         \
+	X(sse_coalesced)       /* pokes merged into a newer one (slow client) */ \
+	X(sse_catchups)        /* catch-up queries to the store */               \
+	X(sse_resyncs)         /* ring overruns and resyncs (store catch-up) */  \
+	X(sse_refused)         /* subscriptions over the per-namespace limit */
 
 struct stats {
 #define X(name) uint64_t name;

@@ -108,6 +108,9 @@ struct store_ns_create_req {
 	int64_t created_at;      /* unix seconds */
 };
 
+/* Records per import batch (SPEC 7.1); import() takes at most this many. */
+#define STORE_IMPORT_MAX 1000
+
 /* One record of a bulk import (all strings NUL-terminated). */
 struct store_import_rec {
 	const char *id;
@@ -145,6 +148,21 @@ struct store_ops {
 	int (*ns_streams)(struct store *, const char *ns, const char *prefix, const char *cursor,
 	                  int64_t limit, store_cb, void *);
 	int (*ns_categories)(struct store *, const char *ns, store_cb, void *);
+
+	/* POST /import: one batch of at most STORE_IMPORT_MAX records in one
+	 * transaction, with the records' own ids, positions, global positions
+	 * and times; no expected-version checks, no notifications. Unlike the
+	 * other calls, recs and their strings are not copied: they must stay
+	 * valid until the callback. A global position, id or stream position
+	 * that is taken gives ST_POS_EXISTS (has_value: value is the global
+	 * position of the record that collided) and nothing of the batch is
+	 * stored. The global sequence moves up to the batch's highest
+	 * position, never down, so later writes continue after it. */
+	int (*import)(struct store *, const char *ns, const struct store_import_rec *recs, size_t n, store_cb,
+	              void *);
+	/* POST /import?force=true: deletes every message of ns and restarts the
+	 * global sequence at 1. */
+	int (*clear)(struct store *, const char *ns, store_cb, void *);
 };
 
 struct store {

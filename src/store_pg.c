@@ -21,9 +21,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <libpq-fe.h>
 
+#include "jsonw.h"
 #include "log.h"
 #include "pool.h"
 #include "store.h"
@@ -65,6 +67,8 @@ enum pg_variant {
 	V_CATEGORY, /* + CAT_* flags: 8 variants */
 	V_STREAMS = V_CATEGORY + 8,
 	V_CATEGORIES,
+	V_IMPORT,
+	V_CLEAR,
 	/* registry-wide, namespace "" */
 	V_NS_LIST,
 	V_NS_INFO,
@@ -86,6 +90,8 @@ enum op_kind {
 	OP_NS_INFO,
 	OP_STREAMS,
 	OP_CATS,
+	OP_IMPORT,
+	OP_CLEAR,
 };
 
 struct pg_op {
@@ -100,6 +106,10 @@ struct pg_op {
 	int64_t deadline_ms; /* queue wait bound */
 	store_cb cb;
 	void *arg;
+	/* import: the caller's records (valid until the callback), to tell
+	 * which one collided */
+	const struct store_import_rec *recs;
+	size_t nrecs;
 };
 
 struct pg_stmt {
@@ -266,6 +276,8 @@ op_get(void)
 	op->nparams = 0;
 	op->cb = NULL;
 	op->arg = NULL;
+	op->recs = NULL;
+	op->nrecs = 0;
 	return op;
 }
 
@@ -515,6 +527,34 @@ stmt_build(int variant, const char *s, int *nparams)
 		    "SELECT split_part(stream_name, '-', 1) COLLATE \"C\", count(DISTINCT stream_name), count(*)"
 		    " FROM %s.messages GROUP BY 1 ORDER BY 1",
 		    s);
+		break;
+	case V_IMPORT:
+		/*
+		 * One import batch: $1 is a JSON array of {i,s,t,p,g,d,m,u}
+		 * records (u: microseconds since the epoch). One statement, so
+		 * the batch commits or fails as a whole. The sequence then moves
+		 * to the batch's highest position only when its next value would
+		 * not be above it (is_called false: last_value is the next value
+		 * itself), so it never goes backwards.
+		 */
+		*nparams = 1;
+		n = snprintf(buf, sizeof(buf),
+		             "WITH r AS (SELECT * FROM json_to_recordset($1::json)"
+		             " AS x(i uuid, s text, t text, p int8, g int8, d jsonb, m jsonb, u int8)),"
+		             " ins AS (INSERT INTO %s.messages"
+		             " (id, stream_name, type, \"position\", global_position, data, metadata, \"time\")"
+		             " SELECT i, s, t, p, g, d, m, timestamp 'epoch' + u * interval '1 microsecond' FROM r"
+		             " RETURNING global_position)"
+		             " SELECT CASE WHEN q.mx >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END"
+		             " FROM %s.messages_global_position_seq)"
+		             " THEN setval('%s.messages_global_position_seq', q.mx, true) ELSE q.mx END"
+		             " FROM (SELECT max(global_position) AS mx FROM ins) q",
+		             s, s, s);
+		break;
+	case V_CLEAR:
+		/* transactional, and restarts the sequence the table owns */
+		*nparams = 0;
+		n = snprintf(buf, sizeof(buf), "TRUNCATE %s.messages RESTART IDENTITY", s);
 		break;
 	case V_NS_LIST:
 		*nparams = 0;
@@ -1070,6 +1110,48 @@ state_is(const char *sqlstate, const char *want)
 	return strcmp(sqlstate, want) == 0;
 }
 
+/*
+ * Which record of an import batch hit a unique index, from the detail
+ * ("Key (global_position)=(47) already exists.", "Key (id)=(...)" or
+ * "Key (stream_name, \"position\")=(s, 0)"): its global position goes into
+ * the reply, as the reference (which inserts row by row) reports it.
+ */
+static void
+import_conflict(const struct pg_op *op, const char *detail, struct store_reply *rep)
+{
+	static const char gp[] = "Key (global_position)=(", id[] = "Key (id)=(";
+	char want[64];
+
+	rep->status = ST_POS_EXISTS;
+	if (detail == NULL)
+		return;
+	if (strncmp(detail, gp, sizeof(gp) - 1) == 0) {
+		rep->has_value = true;
+		rep->value = strtoll(detail + sizeof(gp) - 1, NULL, 10);
+		return;
+	}
+	for (size_t i = 0; i < op->nrecs; i++) {
+		const struct store_import_rec *rec = &op->recs[i];
+		bool hit;
+
+		if (strncmp(detail, id, sizeof(id) - 1) == 0) {
+			hit = strncmp(detail + sizeof(id) - 1, rec->id, strlen(rec->id)) == 0;
+		} else {
+			/* ...)=(<stream>, <position>) already exists. */
+			const char *p = strstr(detail, ")=(");
+			size_t sl = strlen(rec->stream);
+
+			snprintf(want, sizeof(want), ", %" PRId64 ") already exists", rec->position);
+			hit = p != NULL && strncmp(p + 3, rec->stream, sl) == 0 && strncmp(p + 3 + sl, want, strlen(want)) == 0;
+		}
+		if (hit) {
+			rep->has_value = true;
+			rep->value = rec->global_position;
+			return;
+		}
+	}
+}
+
 /* Maps a failed result. *stale is set when the failure means the schema
  * behind a prepared statement is gone, so the statement must be dropped. */
 static void
@@ -1094,6 +1176,8 @@ reply_error(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store
 			rep->status = ST_NS_EXISTS;
 		else if (op->kind == OP_WRITE && cons != NULL && strcmp(cons, "messages_id") == 0)
 			rep->status = ST_MSG_EXISTS;
+		else if (op->kind == OP_IMPORT)
+			import_conflict(op, PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL), rep);
 	} else if (state_is(code, "42P06") && op->kind == OP_NS_CREATE) {
 		/* duplicate_schema: storage left behind without a registry row */
 		rep->status = ST_NS_EXISTS;
@@ -1158,6 +1242,8 @@ reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_re
 			rep->value = val_i64(r, 0, 0);
 		break;
 	case OP_NS_CREATE:
+	case OP_IMPORT:
+	case OP_CLEAR:
 		break;
 	case OP_NS_DELETE:
 		if (n != 1 || PQgetisnull(r, 0, 0)) {
@@ -1553,6 +1639,96 @@ pg_ns_categories(struct store *s, const char *ns, store_cb cb, void *arg)
 	return submit(pg_of(s), OP_CATS, ns, V_CATEGORIES, 0, NULL, cb, arg);
 }
 
+/*
+ * One import batch: the records as one JSON array parameter (built here,
+ * handed to the operation without another copy).
+ */
+static int
+pg_import(struct store *s, const char *ns, const struct store_import_rec *recs, size_t n, store_cb cb, void *arg)
+{
+	struct store_pg *st = pg_of(s);
+	struct evbuffer *b;
+	struct pg_op *op;
+	char *text = NULL;
+	size_t len;
+	int stmt;
+
+	if (st->closed || st->qlen >= STORE_PG_QUEUE_MAX || (st->nup == 0 && st->connect_failed) || n == 0 ||
+	    n > STORE_IMPORT_MAX)
+		goto reject;
+	if ((stmt = stmt_get(st, ns, V_IMPORT)) < 0 || (b = evbuffer_new()) == NULL)
+		goto reject;
+	jw_lit(b, "[");
+	for (size_t i = 0; i < n; i++) {
+		const struct store_import_rec *r = &recs[i];
+
+		jw_lit(b, i == 0 ? "{\"i\":" : ",{\"i\":");
+		jw_cstr(b, r->id);
+		jw_lit(b, ",\"s\":");
+		jw_cstr(b, r->stream);
+		jw_lit(b, ",\"t\":");
+		jw_cstr(b, r->type);
+		jw_lit(b, ",\"p\":");
+		jw_i64(b, r->position);
+		jw_lit(b, ",\"g\":");
+		jw_i64(b, r->global_position);
+		jw_lit(b, ",\"d\":");
+		if (r->data != NULL)
+			jw_raw(b, r->data, strlen(r->data));
+		else
+			jw_lit(b, "null");
+		jw_lit(b, ",\"m\":");
+		if (r->metadata != NULL)
+			jw_raw(b, r->metadata, strlen(r->metadata));
+		else
+			jw_lit(b, "null");
+		jw_lit(b, ",\"u\":");
+		jw_i64(b, r->time_us);
+		jw_lit(b, "}");
+	}
+	jw_lit(b, "]");
+	len = evbuffer_get_length(b);
+	text = malloc(len + 1);
+	if (text == NULL || evbuffer_remove(b, text, len) != (int)len) {
+		evbuffer_free(b);
+		goto reject;
+	}
+	evbuffer_free(b);
+	text[len] = '\0';
+	if ((op = op_get()) == NULL)
+		goto reject;
+	/* the text becomes the operation's parameter buffer (op_put frees a
+	 * buffer this large instead of keeping it) */
+	free(op->buf);
+	op->buf = text;
+	op->bufcap = len + 1;
+	op->values[0] = text;
+	op->nparams = 1;
+	op->kind = OP_IMPORT;
+	op->stmt = stmt;
+	op->cb = cb;
+	op->arg = arg;
+	op->recs = recs;
+	op->nrecs = n;
+	op->deadline_ms = now_ms() + STORE_PG_QUEUE_WAIT_MS;
+	st->ops++;
+	enter(st);
+	queue_push(st, op);
+	dispatch(st);
+	leave(st);
+	return 0;
+reject:
+	free(text);
+	st->rejected++;
+	return -1;
+}
+
+static int
+pg_clear(struct store *s, const char *ns, store_cb cb, void *arg)
+{
+	return submit(pg_of(s), OP_CLEAR, ns, V_CLEAR, 0, NULL, cb, arg);
+}
+
 static int
 pg_connections(struct store *s)
 {
@@ -1641,6 +1817,8 @@ static const struct store_ops store_pg_ops = {
     .ns_info = pg_ns_info,
     .ns_streams = pg_ns_streams,
     .ns_categories = pg_ns_categories,
+    .import = pg_import,
+    .clear = pg_clear,
 };
 
 struct store *

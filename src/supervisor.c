@@ -9,6 +9,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,6 +30,9 @@
 #include "config.h"
 #include "evlib.h"
 #include "log.h"
+#include "notify_pg.h"
+#include "proctitle.h"
+#include "ring.h"
 #include "shm.h"
 #include "store.h"
 #include "supervisor.h"
@@ -54,6 +59,7 @@ static struct {
 	const struct store_backend *backend;
 	struct store_cfg scfg;
 	char *test_dir; /* test mode's private data directory, removed at exit */
+	bool pidfile_written;
 	sigset_t blocked, saved;
 } h;
 
@@ -180,6 +186,7 @@ spawn(uint32_t slot)
 		fflush(stdout);
 		_exit(rc);
 	}
+	log_info("worker %u started as pid %d", slot + 1, (int)pid);
 	h.procs[slot].pid = pid;
 	h.procs[slot].started_us = now_unix_us();
 	h.procs[slot].next_start_us = 0;
@@ -204,17 +211,87 @@ running(void)
 	return n;
 }
 
-static void
-write_pid_file(const char *path)
+/* The pid file: refuses to start while it names a live eventodb process;
+ * a stale one (dead pid, or a pid reused by another program) is replaced. */
+static int
+write_pidfile(const char *path)
 {
-	FILE *f = fopen(path, "w");
+	char buf[32], tmp[4096], comm[64] = "";
+	FILE *f = fopen(path, "r");
 
-	if (f == NULL) {
-		log_warn("cannot write pid file %s: %s", path, strerror(errno));
-		return;
+	if (f != NULL) {
+		long old = 0;
+		if (fgets(buf, sizeof(buf), f) != NULL)
+			old = strtol(buf, NULL, 10);
+		fclose(f);
+		if (old > 0 && old != getpid() && kill((pid_t)old, 0) == 0) {
+			FILE *c;
+			snprintf(tmp, sizeof(tmp), "/proc/%ld/cmdline", old);
+			if ((c = fopen(tmp, "r")) != NULL) {
+				size_t n = fread(comm, 1, sizeof(comm) - 1, c);
+				comm[n] = '\0';
+				fclose(c);
+			}
+			if (strstr(comm, "eventodb") != NULL) {
+				log_error("pid file %s: eventodb is already running as pid %ld", path, old);
+				return -1;
+			}
+		}
+		if (old > 0)
+			log_info("pid file %s is stale (pid %ld is not eventodb); replacing it", path, old);
 	}
-	fprintf(f, "%d\n", (int)getpid());
-	fclose(f);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (f == NULL || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+		log_error("cannot write pid file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* --user/--group: give up root once the listener is bound. */
+static int
+drop_privileges(const struct config *cfg)
+{
+	struct passwd *pw;
+	struct group *gr;
+	gid_t gid;
+
+	if (cfg->user == NULL || cfg->user[0] == '\0') {
+		if (cfg->group != NULL && cfg->group[0] != '\0') {
+			log_error("--group needs --user");
+			return -1;
+		}
+		return 0;
+	}
+	pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		log_error("unknown user %s", cfg->user);
+		return -1;
+	}
+	gid = pw->pw_gid;
+	if (cfg->group != NULL && cfg->group[0] != '\0') {
+		gr = getgrnam(cfg->group);
+		if (gr == NULL) {
+			log_error("unknown group %s", cfg->group);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if (getuid() == pw->pw_uid && getgid() == gid)
+		return 0;
+	if (getuid() != 0) {
+		log_error("--user %s needs root to switch to", cfg->user);
+		return -1;
+	}
+	if (h.test_dir != NULL && chown(h.test_dir, pw->pw_uid, gid) != 0)
+		log_warn("cannot hand %s to %s: %s", h.test_dir, cfg->user, strerror(errno));
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0) {
+		log_error("cannot switch to user %s: %s", cfg->user, strerror(errno));
+		return -1;
+	}
+	log_info("running as user %s (uid %d, gid %d)", cfg->user, (int)pw->pw_uid, (int)gid);
+	return 0;
 }
 
 /* Removes the flat test-mode data directory and everything in it. */
@@ -276,12 +353,70 @@ setup_test_mode(struct config *cfg)
 static int run(struct config *cfg);
 
 int
+supervisor_check_config(struct config *cfg)
+{
+	char err[1024], ns[TOKEN_NS_MAX + 1];
+	struct addrinfo hints, *res;
+	int bad = 0, rc;
+
+	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
+		if (!cfg->test_mode) {
+			fprintf(stderr, "eventodb: --db-url is required (use --test-mode for in-memory testing)\n");
+			bad = 1;
+		}
+	} else if (store_backend_for(cfg->db_url, err, sizeof(err)) == NULL) {
+		fprintf(stderr, "eventodb: %s\n", err);
+		bad = 1;
+	}
+	if (cfg->token != NULL && cfg->token[0] != '\0') {
+		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
+			fprintf(stderr, "eventodb: --token: %s\n", err);
+			bad = 1;
+		} else if (strcmp(ns, "default") != 0) {
+			fprintf(stderr, "eventodb: --token is for namespace '%s', expected 'default'\n", ns);
+			bad = 1;
+		}
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(cfg->listen, NULL, &hints, &res)) != 0) {
+		fprintf(stderr, "eventodb: --listen %s: %s\n", cfg->listen, gai_strerror(rc));
+		bad = 1;
+	} else {
+		freeaddrinfo(res);
+	}
+	if (cfg->user != NULL && cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
+		fprintf(stderr, "eventodb: --user: unknown user %s\n", cfg->user);
+		bad = 1;
+	}
+	if (cfg->group != NULL && cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
+		fprintf(stderr, "eventodb: --group: unknown group %s\n", cfg->group);
+		bad = 1;
+	}
+	if (cfg->log_file != NULL && cfg->log_file[0] != '\0') {
+		int fd = open(cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			fprintf(stderr, "eventodb: --log-file %s: %s\n", cfg->log_file, strerror(errno));
+			bad = 1;
+		} else {
+			close(fd);
+		}
+	}
+	if (!bad)
+		printf("configuration ok%s%s\n", cfg->config_file ? ": " : "", cfg->config_file ? cfg->config_file : "");
+	return bad;
+}
+
+int
 supervisor_run(struct config *cfg)
 {
 	int rc;
 
 	memset(&h, 0, sizeof(h));
 	rc = run(cfg);
+	if (h.pidfile_written)
+		unlink(cfg->pidfile);
 	remove_test_dir();
 	return rc;
 }
@@ -291,13 +426,19 @@ run(struct config *cfg)
 {
 	char err[1024];
 	bool stopping = false, fatal = false, announced = false;
-	int64_t deadline = 0;
+	int64_t deadline = 0, last_status_us = 0;
+	uint64_t last_requests = 0;
 	int exit_code = 0;
 
 	h.cfg = cfg;
 	log_setup(cfg->log_level, cfg->log_format);
+	if (log_open(cfg->log_file, cfg->syslog, err, sizeof(err)) != 0) {
+		fprintf(stderr, "eventodb: %s\n", err);
+		return 1;
+	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	prctl(PR_SET_NAME, "eventodb sup", 0, 0, 0);
+	proctitle_set("eventodb: supervisor");
 
 	if (cfg->test_mode && setup_test_mode(cfg) != 0)
 		return 1;
@@ -317,26 +458,37 @@ run(struct config *cfg)
 	if (h.nworkers < 1)
 		h.nworkers = 1;
 
+	/* Bind first (a port below 1024 needs root), then give root up before
+	 * any file or database is touched, so everything is created as --user. */
+	h.listen_fd = open_listener(cfg->listen, cfg->port);
+	if (h.listen_fd < 0)
+		return 1;
+	if (cfg->pidfile != NULL) {
+		if (write_pidfile(cfg->pidfile) != 0)
+			return 1;
+		h.pidfile_written = true;
+	}
+	if (drop_privileges(cfg) != 0)
+		return 1;
+
 	if (h.backend->migrate(&h.scfg, err, sizeof(err)) != 0) {
 		log_error("database migration failed: %s", err);
 		return 1;
 	}
 	if (ensure_default(cfg) != 0)
 		return 1;
-	h.shm = shm_create(h.nworkers, NS_TABLE_CAPACITY);
-	if (h.shm == NULL) {
+	/* The region also holds the write ring and stream index (ring.c). */
+	h.shm = shm_create_ex(h.nworkers, NS_TABLE_CAPACITY, ring_index_size(),
+	                      ring_part_size(h.nworkers, NS_TABLE_CAPACITY, (size_t)cfg->write_ring_size));
+	if (h.shm == NULL || ring_init(h.shm, (size_t)cfg->write_ring_size) != 0) {
 		log_error("cannot map the shared region: %s", strerror(errno));
 		return 1;
 	}
+	notify_pg_setup(cfg, h.shm);
 	if (h.backend->load_namespaces(&h.scfg, seed_ns, NULL, err, sizeof(err)) != 0) {
 		log_error("cannot load namespaces: %s", err);
 		return 1;
 	}
-	h.listen_fd = open_listener(cfg->listen, cfg->port);
-	if (h.listen_fd < 0)
-		return 1;
-	if (cfg->pid_file != NULL)
-		write_pid_file(cfg->pid_file);
 	h.procs = calloc(h.nworkers, sizeof(*h.procs));
 	if (h.procs == NULL)
 		return 1;
@@ -376,17 +528,22 @@ run(struct config *cfg)
 		switch (sig) {
 		case SIGTERM:
 			if (!stopping) {
-				log_info("Shutdown signal received signal=SIGTERM; draining (timeout %llds)",
+				log_info("shutdown signal received signal=SIGTERM; draining (timeout %llds)",
 				         (long long)cfg->shutdown_timeout);
 				notify("STOPPING=1");
 				stopping = true;
 				deadline = now + cfg->shutdown_timeout * 1000000 + 500000;
 				signal_all(SIGTERM);
+			} else {
+				/* A second SIGTERM: the operator does not want to wait. */
+				log_info("second SIGTERM: stopping now");
+				signal_all(SIGKILL);
+				deadline = now + 60 * 1000000LL;
 			}
 			break;
 		case SIGINT:
 		case SIGQUIT:
-			log_info("Shutdown signal received signal=%s; stopping now", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+			log_info("shutdown signal received signal=%s; stopping now", sig == SIGINT ? "SIGINT" : "SIGQUIT");
 			notify("STOPPING=1");
 			if (!stopping || deadline > now + 2000000)
 				deadline = now + 2000000;
@@ -394,15 +551,23 @@ run(struct config *cfg)
 			signal_all(SIGINT);
 			break;
 		case SIGHUP:
+			notify("RELOADING=1");
+			log_info("reloading configuration");
+			if (log_reopen() != 0)
+				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
 			if (config_reload(cfg, err, sizeof(err)) != 0)
 				log_error("reload failed, keeping the old settings: %s", err);
 			else
 				log_setup(cfg->log_level, cfg->log_format);
-			log_info("configuration reloaded");
 			signal_all(SIGHUP);
+			log_info("configuration reloaded log-level=%s", cfg->log_level);
+			notify("READY=1");
 			break;
 		case SIGUSR1:
-			log_info("SIGUSR1: logs go to standard output; nothing to reopen");
+			if (log_reopen() != 0)
+				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
+			log_info("logs reopened");
+			signal_all(SIGUSR1);
 			break;
 		default:
 			break;
@@ -418,10 +583,10 @@ run(struct config *cfg)
 			shm_release_dead(h.shm, pid);
 			shm_worker(h.shm, slot)->ready = 0;
 			if (WIFSIGNALED(status))
-				log_msg(stopping ? LOG_INFO : LOG_ERROR, "worker %d exited on signal %d%s", (int)pid,
+				log_msg(stopping ? LVL_INFO : LVL_ERROR, "worker %d exited on signal %d%s", (int)pid,
 				        WTERMSIG(status), WCOREDUMP(status) ? " (core dumped)" : "");
 			else
-				log_msg(stopping || WEXITSTATUS(status) == 0 ? LOG_INFO : LOG_ERROR, "worker %d exited with code %d",
+				log_msg(stopping || WEXITSTATUS(status) == 0 ? LVL_INFO : LVL_ERROR, "worker %d exited with code %d",
 				        (int)pid, WEXITSTATUS(status));
 			if (stopping)
 				continue;
@@ -458,8 +623,21 @@ run(struct config *cfg)
 			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us) {
 				pid_t np = spawn(i);
 				if (np > 0)
-					log_info("worker %u respawned as %d", i + 1, (int)np);
+					log_info("worker %u respawned", i + 1);
 			}
+		if (announced && now - last_status_us >= 1000000) {
+			struct stats sum;
+			char st[128];
+			uint32_t ready = 0;
+			shm_stats_sum(h.shm, &sum);
+			for (uint32_t i = 0; i < h.nworkers; i++)
+				ready += shm_worker(h.shm, i)->ready != 0;
+			snprintf(st, sizeof(st), "STATUS=%u/%u workers, %.0f req/s", ready, h.nworkers,
+			         (double)(sum.http_requests - last_requests) * 1e6 / (double)(now - last_status_us));
+			notify(st);
+			last_requests = sum.http_requests;
+			last_status_us = now;
+		}
 		if (!announced) {
 			uint32_t ready = 0;
 			for (uint32_t i = 0; i < h.nworkers; i++)
@@ -475,8 +653,7 @@ run(struct config *cfg)
 	}
 
 	close(h.listen_fd);
-	if (cfg->pid_file != NULL)
-		unlink(cfg->pid_file);
+
 	shm_destroy(h.shm);
 	free(h.procs);
 	log_info("Server stopped");

@@ -20,9 +20,12 @@
 #include "config.h"
 #include "evlib.h"
 #include "http.h"
+#include "import.h"
 #include "log.h"
+#include "proctitle.h"
 #include "rpc.h"
 #include "shm.h"
+#include "sse.h"
 #include "store.h"
 #include "worker.h"
 
@@ -78,15 +81,29 @@ drain(evutil_socket_t sig, short what, void *arg)
 		evhttp_del_accept_socket(w->http, w->bound);
 		w->bound = NULL;
 	}
+	/* Subscriptions never end on their own: end them now (D13). */
+	sse_drain(w);
 	tick(-1, 0, w);
 }
 
+/* SIGHUP (reload) and SIGUSR1 (reopen logs), forwarded by the supervisor.
+ * Each process has its own copy of the options and its own log descriptor. */
 static void
 reload(evutil_socket_t sig, short what, void *arg)
 {
-	/* The supervisor re-reads the config; workers pick up the log settings
-	 * it passes through the environment of this process. Nothing else to do. */
-	log_debug("worker received SIGHUP");
+	struct worker *w = arg;
+	char err[512];
+
+	if (log_reopen() != 0)
+		log_error("worker %u: cannot reopen the log file", w->slot + 1);
+	if (sig != SIGHUP)
+		return;
+	/* Quietly: the supervisor has already reported what was ignored. */
+	log_setup("error", w->cfg->log_format);
+	if (config_reload((struct config *)w->cfg, err, sizeof(err)) != 0)
+		log_error("worker %u: reload failed: %s", w->slot + 1, err);
+	log_setup(w->cfg->log_level, w->cfg->log_format);
+	log_debug("worker %u reloaded", w->slot + 1);
 }
 
 int
@@ -110,6 +127,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 
 	snprintf(name, sizeof(name), "eventodb w%u", slot + 1);
 	prctl(PR_SET_NAME, name, 0, 0, 0);
+	proctitle_set("eventodb: worker %u", slot + 1);
 	/* Die with the supervisor rather than linger as an orphan. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	if (getppid() == 1)
@@ -132,8 +150,12 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 		log_error("worker %u: cannot set up the store", slot);
 		return 2;
 	}
+	if (sse_start(w) == NULL)
+		return 2;
 
 	evhttp_set_gencb(w->http, http_route, w);
+	/* every connection behind the filter that streams /import bodies */
+	evhttp_set_bevcb(w->http, import_filter_bevcb, NULL);
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
 	                                        EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
 	/* libevent 2.1 rejects a body over this limit itself, with a 413 of its
@@ -152,8 +174,9 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	w->ev_int = evsignal_new(w->base, SIGINT, stop_now, w);
 	w->ev_quit = evsignal_new(w->base, SIGQUIT, stop_now, w);
 	w->ev_hup = evsignal_new(w->base, SIGHUP, reload, w);
+	w->ev_usr1 = evsignal_new(w->base, SIGUSR1, reload, w);
 	ticker = event_new(w->base, -1, EV_PERSIST, tick, w);
-	if (!w->ev_term || !w->ev_int || !w->ev_quit || !w->ev_hup || !ticker) {
+	if (!w->ev_term || !w->ev_int || !w->ev_quit || !w->ev_hup || !w->ev_usr1 || !ticker) {
 		log_error("worker %u: cannot set up events", slot);
 		return 2;
 	}
@@ -161,6 +184,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	event_add(w->ev_int, NULL);
 	event_add(w->ev_quit, NULL);
 	event_add(w->ev_hup, NULL);
+	event_add(w->ev_usr1, NULL);
 	event_add(ticker, &one_sec);
 
 	w->me->ready = 1;
@@ -171,13 +195,17 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 
 	if (w->bound != NULL)
 		evhttp_del_accept_socket(w->http, w->bound);
-	evhttp_free(w->http);
+	sse_stop(w);
+	/* The store first: closing it fails what is still queued, and those
+	 * callbacks answer requests that evhttp_free would already have freed. */
 	w->store->ops->close(w->store);
+	evhttp_free(w->http);
 	event_free(ticker);
 	event_free(w->ev_term);
 	event_free(w->ev_int);
 	event_free(w->ev_quit);
 	event_free(w->ev_hup);
+	event_free(w->ev_usr1);
 	json_tokener_free(w->tok);
 	pool_drain(&w->ctx_pool);
 	pool_drain(&w->resp_pool);

@@ -17,6 +17,7 @@ struct evhttp;
 struct evhttp_bound_socket;
 struct json_tokener;
 struct event;
+struct sse;
 
 struct worker {
 	uint32_t slot;
@@ -30,7 +31,8 @@ struct worker {
 	struct json_tokener *tok;    /* reused for every request body */
 	struct pool ctx_pool;        /* struct rpc_ctx */
 	struct pool resp_pool;       /* struct resp */
-	struct event *ev_term, *ev_int, *ev_quit, *ev_hup, *ev_drain;
+	struct sse *sse;             /* live subscriptions (sse.c) */
+	struct event *ev_term, *ev_int, *ev_quit, *ev_hup, *ev_usr1, *ev_drain;
 	bool draining;
 	int64_t drain_deadline_us;
 };

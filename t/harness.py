@@ -195,6 +195,11 @@ for _sig in (signal.SIGTERM, signal.SIGHUP):
 _module_tmp = None
 
 
+# Which store the shared suite runs on: "postgres" (default) or "sqlite"
+# (t/sqlite/*.py set it before running the same test files).
+STORE = os.environ.get("EVENTODB_TEST_STORE", "postgres")
+
+
 def module_tmp():
     global _module_tmp
     if _module_tmp is None:
@@ -494,7 +499,12 @@ class Server:
 
     def __init__(self, db_url=None, token=None, with_token=True, workers=2, extra=(), env=None,
                  name="server"):
-        if db_url is None:
+        if db_url is None and STORE == "sqlite":
+            # The embedded store: one data directory per test module, so a
+            # restarted server finds the same data.
+            db_url = "sqlite://metadata.db"
+            extra = ["--data-dir", os.path.join(module_tmp(), "sqlite-data")] + list(extra)
+        elif db_url is None:
             db_url = pg_cluster().url()
         elif isinstance(db_url, PgCluster):
             db_url = db_url.url()

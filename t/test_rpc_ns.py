@@ -532,7 +532,7 @@ class TestSys(Base):
         h = self.ok("sys.health")
         self.assertIsInstance(h, dict)
         self.assertEqual(h.get("status"), "ok", h)
-        self.assertEqual(h.get("backend"), "postgres", h)
+        self.assertEqual(h.get("backend"), harness.STORE, h)
         self.assertIsInstance(h.get("connections"), int, h)
         self.assertGreater(h["connections"], 0, h)
         self.assertEqual(h.get("workers"), 2, h)

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Operating the daemon (issue: systemd, init script, man pages, config file, signals, install):
+sd_notify through a fake NOTIFY_SOCKET, SIGHUP reload, SIGUSR1 log reopen, pid files,
+--check-config, process titles, a second SIGTERM, man pages against the option table, make install."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import unique  # noqa: E402
+
+BUILDDIR = os.environ.get("EVENTODB_BUILDDIR") or os.path.dirname(os.path.dirname(os.path.abspath(harness.BIN)))
+
+
+def setUpModule():
+    harness.pg_cluster()
+
+
+def tearDownModule():
+    harness.cleanup()
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120, **kw)
+
+
+def option_names():
+    out = run([harness.BIN, "help"]).stdout
+    return re.findall(r"^  --([a-z0-9-]+)", out, re.M)
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self):
+        self.path = os.path.join(harness.module_tmp(), "notify-%s.sock" % unique("n"))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self._loop, daemon=True)
+        self.t.start()
+
+    def _loop(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            with self.lock:
+                self.messages.append((time.monotonic(), data.decode()))
+
+    def wait_for(self, text, timeout=15, after=0):
+        def found():
+            with self.lock:
+                return [m for m in self.messages[after:] if text in m[1]]
+        return harness.wait_until(found, timeout)
+
+    def close(self):
+        self.sock.close()
+
+
+class TestSystemdNotify(harness.TestCase):
+    def test_ready_after_all_workers_then_reload_and_stopping(self):
+        ns = NotifySocket()
+        srv = harness.Server(name="notify", workers=3, env={"NOTIFY_SOCKET": ns.path})
+        srv.spawn()
+        try:
+            got = ns.wait_for("READY=1", 20)
+            self.assertTrue(got, "no READY=1; messages %r; log:\n%s" % (ns.messages, srv.log()))
+            # when READY=1 arrives, every worker is serving
+            h = srv.call("sys.health")
+            self.assertEqual(h["workers"], 3)
+            self.assertEqual(len(srv.worker_pids()), 3)
+            self.assertTrue(ns.wait_for("STATUS=3/3 workers", 5), ns.messages)
+            n = len(ns.messages)
+            os.kill(srv.pid, signal.SIGHUP)
+            self.assertTrue(ns.wait_for("RELOADING=1", 10, after=n), ns.messages)
+            self.assertTrue(ns.wait_for("READY=1", 10, after=n), ns.messages)
+            n = len(ns.messages)
+            srv.stop()
+            self.assertEqual(srv.returncode, 0)
+            self.assertTrue(ns.wait_for("STOPPING=1", 5, after=n), ns.messages)
+        finally:
+            srv.stop()
+            ns.close()
+
+
+class TestSignals(harness.TestCase):
+    def test_sighup_reloads_log_level_keeping_connections(self):
+        conf = os.path.join(harness.module_tmp(), "reload.conf")
+        with open(conf, "w") as f:
+            f.write("log-level = info\n")
+        srv = harness.Server(name="reload", workers=2, extra=["--config", conf])
+        # the harness passes --log-level debug as a flag, which would win over the file
+        srv.argv = lambda: [a for a in harness.Server.argv(srv) if a not in ("--log-level", "debug")]
+        srv.start()
+        try:
+            conn = srv.connection()
+            self.assertOk(srv.rpc("sys.version", conn=conn))
+            self.assertTrue(harness.wait_until(lambda: "HTTP request" in srv.log(), 5))
+            with open(conf, "w") as f:
+                f.write("log-level = warn\ndb-pool-size = 2\n")
+            os.kill(srv.pid, signal.SIGHUP)
+            # at warn level the info lines stop and the ignored change is reported
+            self.assertTrue(harness.wait_until(lambda: re.search(r"db-pool-size changed .*ignored", srv.log()), 5), srv.log())
+            time.sleep(0.5)  # workers handle their SIGHUP
+            size = srv.log_size()
+            # the keep-alive connection survives the reload
+            for _ in range(5):
+                self.assertOk(srv.rpc("sys.version", conn=conn))
+            time.sleep(0.3)
+            self.assertNotIn("HTTP request", srv.log()[size:], "info lines after switching to warn level")
+            conn.close()
+        finally:
+            srv.stop()
+
+    def test_sigusr1_reopens_log_file(self):
+        logfile = os.path.join(harness.module_tmp(), "eventodb-%s.log" % unique("l"))
+        srv = harness.Server(name="usr1", workers=2, extra=["--log-file", logfile])
+        srv.argv = lambda: [a for a in harness.Server.argv(srv) if a not in ("--log-level", "debug")] + \
+            ["--log-level", "info"]
+        srv.start()
+        try:
+            self.assertOk(srv.rpc("sys.version"))
+            self.assertTrue(harness.wait_until(lambda: os.path.getsize(logfile) > 0, 5))
+            os.rename(logfile, logfile + ".1")
+            os.kill(srv.pid, signal.SIGUSR1)
+            self.assertTrue(harness.wait_until(lambda: os.path.exists(logfile), 5), "log file not reopened")
+            time.sleep(0.3)
+            for _ in range(3):
+                self.assertOk(srv.rpc("sys.version"))
+            with open(logfile) as f:
+                text = f.read()
+            self.assertIn("HTTP request", text)
+            self.assertRegex(text, r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[\d+\] INFO ", "console format <time> [pid] LEVEL")
+        finally:
+            srv.stop()
+
+    def test_second_sigterm_exits_at_once(self):
+        pg = harness.pg_cluster()
+        srv = harness.Server(name="term2", workers=1, extra=["--shutdown-timeout", "60"]).start()
+        sess = pg.psql_session()
+        try:
+            sess.stdin.write("SELECT pg_advisory_lock(\"eventodb_default\".hash_64('stuck'));\n")
+            sess.stdin.flush()
+            time.sleep(0.5)
+            t = threading.Thread(target=lambda: harness.http_request(
+                srv.host, srv.port, "POST", "/rpc", '["stream.write","stuck-1",{"type":"T","data":{}}]',
+                {"Authorization": "Bearer " + srv.token}, timeout=70), daemon=True)
+            t.start()
+            time.sleep(0.5)
+            os.kill(srv.pid, signal.SIGTERM)
+            time.sleep(1.0)
+            self.assertIsNone(srv.proc.poll(), "first SIGTERM must wait for the stuck request")
+            t0 = time.monotonic()
+            os.kill(srv.pid, signal.SIGTERM)
+            srv.proc.wait(10)
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            harness.PgCluster.close_session(sess)
+            srv.stop()
+
+    def test_process_titles(self):
+        srv = harness.Server(name="titles", workers=2).start()
+        try:
+            with open("/proc/%d/cmdline" % srv.pid, "rb") as f:
+                self.assertTrue(f.read().startswith(b"eventodb: supervisor"))
+            def titles():
+                return sorted(open("/proc/%d/cmdline" % p, "rb").read().split(b"\0")[0] for p in srv.worker_pids())
+            want = [b"eventodb: worker 1", b"eventodb: worker 2"]
+            # a just-forked worker wears the supervisor's title for a moment
+            self.assertTrue(harness.wait_until(lambda: titles() == want, 5), titles())
+        finally:
+            srv.stop()
+
+
+class TestPidfile(harness.TestCase):
+    def test_stale_and_live_pidfile(self):
+        pidfile = os.path.join(harness.module_tmp(), "eventodb.pid")
+        with open(pidfile, "w") as f:
+            f.write("999999\n")  # no such process: stale
+        a = harness.Server(name="pid-a", workers=1, extra=["--pidfile", pidfile]).start()
+        try:
+            with open(pidfile) as f:
+                self.assertEqual(int(f.read()), a.pid)
+            b = harness.Server(name="pid-b", workers=1, extra=["--pidfile", pidfile])
+            rc = b.run_to_exit(20)
+            self.assertEqual(rc, 1, b.log())
+            self.assertIn("already running", b.log())
+            with open(pidfile) as f:
+                self.assertEqual(int(f.read()), a.pid, "a refused start must not touch the pid file")
+        finally:
+            a.stop()
+        self.assertFalse(os.path.exists(pidfile), "pid file removed at exit")
+
+
+class TestCheckConfig(harness.TestCase):
+    def test_errors_name_file_and_line(self):
+        conf = os.path.join(harness.module_tmp(), "check.conf")
+        cases = [("port = 8080\nbogus = 1\n", r"check\.conf:2: unknown option \"bogus\""),
+                 ("workers = many\n", r"check\.conf:1: invalid value \"many\" for workers"),
+                 ("db-url = mysql://x\n", r"unsupported database scheme"),
+                 ("db-url = postgres://x/y\ntoken = nope\n", r"--token: invalid token format")]
+        for text, pattern in cases:
+            with open(conf, "w") as f:
+                f.write(text)
+            p = run([harness.BIN, "--check-config", "--config", conf])
+            self.assertEqual(p.returncode, 1, (text, p.stdout, p.stderr))
+            self.assertRegex(p.stderr, pattern)
+        with open(conf, "w") as f:
+            f.write("# ok\ndb-url = postgres://eventodb@localhost/eventodb\nworkers = 2\nlog_level = \"warn\"\n")
+        p = run([harness.BIN, "--check-config", "--config", conf])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("configuration ok", p.stdout)
+
+
+class TestDocsAndInstall(harness.TestCase):
+    def test_man_pages_list_every_option_and_render_cleanly(self):
+        names = option_names()
+        self.assertGreater(len(names), 15)
+        for page in ("man/eventodb.8", "man/eventodb.conf.5"):
+            path = os.path.join(BUILDDIR, page)
+            with open(path) as f:
+                text = f.read()
+            for n in names:
+                self.assertIn("\\-\\-%s" % n, text, "%s misses --%s" % (page, n))
+            if shutil.which("groff"):
+                p = run(["groff", "-ww", "-man", "-Tutf8", path])
+                self.assertEqual(p.stderr, "", "%s: groff warnings" % page)
+        with open(os.path.join(BUILDDIR, "etc/eventodb.conf")) as f:
+            conf = f.read()
+        for n in names:
+            if n != "config":
+                self.assertIn("#%s = " % n, conf)
+
+    def test_make_install_into_destdir(self):
+        dest = tempfile.mkdtemp(prefix="eventodb-destdir-", dir=harness.module_tmp())
+        out = run(["make", "-s", "--no-print-directory", "-C", BUILDDIR, "print-install-dirs"]).stdout
+        dirs = dict(w.split("=", 1) for w in out.split() if "=" in w)
+        p = run(["make", "-C", BUILDDIR, "install", "DESTDIR=" + dest])
+        self.assertEqual(p.returncode, 0, p.stderr[-3000:])
+        files = sorted(os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs)
+        rel = {k: v.lstrip("/") for k, v in dirs.items()}
+        self.assertEqual(files, sorted([
+            rel["sysconfdir"] + "/default/eventodb", rel["sysconfdir"] + "/eventodb/eventodb.conf",
+            rel["sysconfdir"] + "/init.d/eventodb", rel["sysconfdir"] + "/logrotate.d/eventodb",
+            rel["systemdsystemunitdir"] + "/eventodb.service", rel["sbindir"] + "/eventodb",
+            rel["mandir"] + "/man5/eventodb.conf.5", rel["mandir"] + "/man8/eventodb.8"]))
+        unit = open(os.path.join(dest, rel["systemdsystemunitdir"], "eventodb.service")).read()
+        self.assertIn("ExecStart=%s/eventodb --config %s/eventodb/eventodb.conf" % (dirs["sbindir"], dirs["sysconfdir"]),
+                      unit)
+        self.assertIn("Type=notify", unit)
+        self.assertIn("KillMode=mixed", unit)
+        initd = os.path.join(dest, rel["sysconfdir"], "init.d/eventodb")
+        init = open(initd).read()
+        self.assertIn("DAEMON=%s/eventodb" % dirs["sbindir"], init)
+        self.assertTrue(os.access(initd, os.X_OK))
+        p = run(["sh", "-n", initd])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # the installed sample config is valid
+        sbin = os.path.join(dest, rel["sbindir"], "eventodb")
+        p = run([sbin, "--check-config", "--config", os.path.join(dest, rel["sysconfdir"], "eventodb/eventodb.conf")])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        if shutil.which("systemd-analyze"):
+            u = os.path.join(dest, "eventodb.service")
+            with open(u, "w") as f:
+                f.write(unit.replace(dirs["sbindir"] + "/eventodb", sbin)
+                        .replace("User=eventodb", "User=root").replace("Group=eventodb", "Group=root"))
+            p = run(["systemd-analyze", "verify", "--man=no", u])
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+
+if __name__ == "__main__":
+    harness.main()

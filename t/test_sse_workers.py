@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Live subscriptions across workers and servers (issue: SSE across workers and hosts): every
+subscriber on every worker gets every matching poke, a worker overrun by a tiny write ring
+recovers from the database, the catch-up/live boundary under concurrent writes, two servers on
+one PostgreSQL database, and a stalled client that must not grow the server's memory."""
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import unique  # noqa: E402
+from sse_client import subscribe  # noqa: E402
+
+MSG = {"type": "T", "data": {"x": 1}}
+
+
+def setUpModule():
+    if harness.STORE != "sqlite":
+        harness.pg_cluster()
+
+
+def tearDownModule():
+    harness.cleanup()
+
+
+def worker_pid(srv, slot):
+    """pid of worker slot (1-based, as in X-EventoDB-Worker)."""
+    for pid in srv.worker_pids():
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "eventodb w%d" % slot:
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def stats(srv):
+    r = srv.get("/debug/stats", headers={"Authorization": "Bearer " + srv.token})
+    assert r.status == 200, r
+    return r.body["stats"]
+
+
+def writer_threads(jobs):
+    """Runs each job (a callable) in its own thread; re-raises the first error."""
+    errors = []
+
+    def run(job):
+        try:
+            job()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(j,)) for j in jobs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    if errors:
+        raise errors[0]
+
+
+def pairs(sub):
+    return [(p["stream"], p["position"]) for p in sub.pokes]
+
+
+class TestAcrossWorkers(harness.TestCase):
+    def assertPerStreamOrder(self, sub, skip=()):
+        last = {}
+        for s, pos in pairs(sub):
+            if s in skip:
+                continue
+            self.assertGreater(pos, last.get(s, -1), "stream %s out of order: %r" % (s, pairs(sub)[:50]))
+            last[s] = pos
+
+    def test_every_subscriber_gets_every_poke(self):
+        srv = harness.Server(name="fanout", workers=4).start()
+        subs = []
+        try:
+            ns, tok = srv.create_namespace()
+            cat = unique("fan")
+            streams = ["%s-%d" % (cat, i) for i in range(8)]
+            hot = unique("hot") + "-1"  # written by several connections at once
+            per_stream, hot_writers, hot_each = 40, 4, 30
+            plan = []
+            for i in range(16):
+                plan.append(("stream", {"stream": streams[i % 8]}))
+            for i in range(6):
+                plan.append(("category", {"category": cat}))
+            for m in range(2):
+                plan.append(("group%d" % m, {"category": cat, "consumer": str(m), "size": "2"}))
+            plan.append(("hot", {"stream": hot}))
+            plan.append(("hot", {"stream": hot}))
+            for i in range(4):
+                plan.append(("all", {"all": "true"}))
+            for kind, params in plan:
+                c = subscribe(srv, params, token=tok)
+                self.assertEqual(c.status, 200)
+                subs.append((kind, params, c))
+            for _, _, c in subs:
+                self.assertTrue(c.wait_ready(10))
+            workers = {c.headers["x-eventodb-worker"] for _, _, c in subs}
+            self.assertGreaterEqual(len(workers), 2, "all 32 subscribers landed on one worker")
+
+            def stream_writer(s):
+                return lambda: [srv.call("stream.write", s, MSG, token=tok) for _ in range(per_stream)]
+
+            def hot_writer():
+                for _ in range(hot_each):
+                    srv.call("stream.write", hot, MSG, token=tok)
+
+            writer_threads([stream_writer(s) for s in streams] + [hot_writer] * hot_writers)
+            n_hot = hot_writers * hot_each
+            want_cat = {(s, p) for s in streams for p in range(per_stream)}
+            for kind, params, c in subs:
+                if kind == "stream":
+                    want = [(params["stream"], p) for p in range(per_stream)]
+                elif kind == "hot":
+                    want = [(hot, p) for p in range(n_hot)]
+                elif kind == "category":
+                    want = want_cat
+                elif kind.startswith("group"):
+                    m = int(kind[5:])
+                    want = {(s, p) for s, p in want_cat if harness.group_member(s, 2) == m}
+                else:
+                    want = want_cat | {(hot, p) for p in range(n_hot)}
+                c.wait_pokes(len(want), 20)
+                time.sleep(0.05)
+                got = pairs(c)
+                with self.subTest(kind=kind, worker=c.headers["x-eventodb-worker"]):
+                    if kind in ("stream", "hot"):
+                        self.assertEqual(got, want)  # exact, in order
+                    else:
+                        self.assertEqual(len(got), len(want), "duplicates or losses")
+                        self.assertEqual(set(got), set(want))
+                        self.assertPerStreamOrder(c, skip=(hot,))
+            # the pokes of the two consumer-group members are disjoint and cover the category
+            g = [set(pairs(c)) for kind, _, c in subs if kind.startswith("group")]
+            self.assertEqual(g[0] & g[1], set())
+            self.assertEqual(g[0] | g[1], want_cat)
+        finally:
+            for _, _, c in subs:
+                c.close()
+            srv.stop()
+
+    def test_poke_from_a_stopped_worker_s_peer(self):
+        """Deterministic cross-worker delivery: the subscriber's worker is stopped while another
+        worker takes the writes; once it runs again the pokes arrive."""
+        srv = harness.Server(name="peer", workers=2).start()
+        s = unique("peer") + "-1"
+        c = subscribe(srv, {"stream": s})
+        pid = None
+        try:
+            self.assertTrue(c.wait_ready(5))
+            pid = worker_pid(srv, int(c.headers["x-eventodb-worker"]))
+            self.assertIsNotNone(pid)
+            os.kill(pid, signal.SIGSTOP)
+            for _ in range(3):
+                srv.write(s)  # a fresh connection each: only the running worker accepts
+            os.kill(pid, signal.SIGCONT)
+            pid = None
+            self.assertEqual([p["position"] for p in c.wait_pokes(3, 5)], [0, 1, 2])
+        finally:
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+            c.close()
+            srv.stop()
+
+    def test_ring_overrun_recovers_from_the_database(self):
+        srv = harness.Server(name="overrun", workers=2, extra=["--write-ring-size", "4096"]).start()
+        cat = unique("ovr")
+        streams = ["%s-%d" % (cat, i) for i in range(5)]
+        subs = [subscribe(srv, {"stream": s}) for s in streams] + [subscribe(srv, {"category": cat})]
+        pid = None
+        try:
+            for c in subs:
+                self.assertTrue(c.wait_ready(5))
+            by_worker = defaultdict(list)
+            for c in subs:
+                by_worker[c.headers["x-eventodb-worker"]].append(c)
+            slot = max(by_worker, key=lambda k: len(by_worker[k]))
+            pid = worker_pid(srv, int(slot))
+            os.kill(pid, signal.SIGSTOP)
+            per = 60  # 300 entries of ~70 bytes: the 4 KiB ring wraps several times
+            writer_threads([(lambda s=s: [srv.write(s) for _ in range(per)]) for s in streams])
+            os.kill(pid, signal.SIGCONT)
+            pid = None
+            for s, c in zip(streams, subs):
+                c.wait_pokes(per, 10)
+                time.sleep(0.05)
+                self.assertEqual(pairs(c), [(s, p) for p in range(per)])
+            cat_sub = subs[-1]
+            cat_sub.wait_pokes(per * len(streams), 10)
+            time.sleep(0.05)
+            self.assertEqual(sorted(pairs(cat_sub)), sorted((s, p) for s in streams for p in range(per)))
+            self.assertGreaterEqual(stats(srv)["sse_resyncs"], 1, "the stopped worker was not overrun")
+            self.assertIn("overrun by the write ring", srv.output())
+        finally:
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+            for c in subs:
+                c.close()
+            srv.stop()
+
+    def test_catch_up_boundary_under_writes(self):
+        srv = harness.Server(name="boundary", workers=4).start()
+        cat = unique("bnd")
+        s = cat + "-1"
+        subs = []
+        try:
+            writer_threads([(lambda: [srv.write(s) for _ in range(625)])] * 4)  # 2,500 existing
+            stop = threading.Event()
+            extra = []
+
+            def keep_writing():
+                while not stop.is_set() and len(extra) < 1500:
+                    extra.append(srv.write(s))
+
+            t = threading.Thread(target=keep_writing)
+            t.start()
+            try:
+                time.sleep(0.05)
+                subs = [subscribe(srv, {"stream": s}), subscribe(srv, {"category": cat}),
+                        subscribe(srv, {"stream": s, "position": "1000"})]
+                time.sleep(1.0)
+            finally:
+                stop.set()
+                t.join(60)
+            total = 2500 + len(extra)
+            self.assertGreater(len(extra), 10, "writes did not continue during the catch-up")
+            for i, c in enumerate(subs):
+                start = 1000 if i == 2 else 0
+                c.wait_pokes(total - start, 20)
+                time.sleep(0.1)
+                self.assertEqual([p["position"] for p in c.pokes], list(range(start, total)),
+                                 "subscriber %d: every position exactly once, in order" % i)
+        finally:
+            for c in subs:
+                c.close()
+            srv.stop()
+
+    def test_stalled_client_memory_is_bounded(self):
+        srv = harness.Server(name="stall", workers=1).start()
+        s = unique("stall") + "-" + "x" * 980  # ~1 KiB per poke
+        c = None
+        try:
+            # the same write load first, so buffers and libraries are warm
+            warm = unique("warm") + "-" + "x" * 980
+            w = subscribe(srv, {"stream": warm})
+            writer_threads([(lambda: [srv.write(warm) for _ in range(300)])] * 8)
+            w.wait_pokes(2400, 10)
+            w.close()
+            pid = worker_pid(srv, 1)
+            c = subscribe(srv, {"stream": s}, rcvbuf=4096, read=False)
+            self.assertEqual(c.status, 200)
+            time.sleep(0.2)
+            before = rss_kb(pid)
+            n = 12000  # ~12 MiB of pokes if they were all buffered
+            writer_threads([(lambda: [srv.write(s) for _ in range(n // 8)])] * 8)
+            grew = rss_kb(pid) - before
+            self.assertLess(grew, 4096, "worker RSS grew by %d KiB for a stalled subscriber" % grew)
+            st = stats(srv)
+            self.assertGreater(st["sse_coalesced"], 0)
+            # once the client reads, the newest position arrives
+            c.start_reading()
+            self.assertIsNotNone(c.wait_poke(lambda p: p["position"] == n - 1, 20),
+                                 "the final position never reached the client")
+            pos = [p["position"] for p in c.pokes]
+            self.assertEqual(pos, sorted(set(pos)), "pokes repeated or went backwards")
+            self.assertLess(len(pos), n, "nothing was coalesced")
+        finally:
+            if c is not None:
+                c.close()
+            srv.stop()
+
+
+@harness.unittest.skipIf(harness.STORE == "sqlite", "cross-host delivery is PostgreSQL only")
+class TestTwoServers(harness.TestCase):
+    def test_write_on_one_poke_on_the_other(self):
+        pg = harness.pg_cluster()
+        db = "two" + unique("db")
+        pg.create_database(db)
+        url = pg.url(db)
+        a = harness.Server(db_url=url, name="hostA", workers=2).start()
+        b = harness.Server(db_url=url, name="hostB", workers=2).start()
+        subs = []
+        try:
+            s = unique("x") + "-1"
+            cat = unique("xc")
+            on_b = subscribe(b, {"stream": s})
+            on_a = subscribe(a, {"category": cat})
+            own = subscribe(a, {"stream": s})
+            subs = [on_b, on_a, own]
+            for c in subs:
+                self.assertTrue(c.wait_ready(5))
+            t0 = time.monotonic()
+            r = a.write(s)
+            p = on_b.wait_poke(lambda p: True, 1.0)
+            self.assertIsNotNone(p, "no poke on B within 1 s of a write on A")
+            self.assertLess(time.monotonic() - t0, 1.0)
+            self.assertEqual(p, {"stream": s, "position": 0, "globalPosition": r["globalPosition"]})
+            r2 = b.write(cat + "-9")
+            p = on_a.wait_poke(lambda p: True, 1.0)
+            self.assertEqual(p, {"stream": cat + "-9", "position": 0, "globalPosition": r2["globalPosition"]})
+            # A's own write reaches A's subscriber once, not again as an echo
+            time.sleep(0.3)
+            self.assertEqual(len(own.pokes), 1, own.pokes)
+            # a namespace made on A authenticates on B at once; deleted on A, it stops on B
+            ns, tok = a.create_namespace()
+            ok = harness.wait_until(lambda: b.rpc("stream.version", "q-1", token=tok).status == 200, 2)
+            self.assertTrue(ok, "a namespace created on A is unknown on B")
+            c = subscribe(b, {"stream": "q-1"}, token=tok)
+            self.assertEqual(c.status, 200)
+            a.write("q-1", token=tok)
+            self.assertEqual([x["position"] for x in c.wait_pokes(1, 2)], [0])
+            c.close()
+            a.call("ns.delete", ns)
+            gone = harness.wait_until(lambda: b.rpc("stream.version", "q-1", token=tok).status == 403, 2)
+            self.assertTrue(gone, "a namespace deleted on A still works on B")
+        finally:
+            for c in subs:
+                c.close()
+            a.stop()
+            b.stop()
+
+
+if __name__ == "__main__":
+    harness.main()
