@@ -11,7 +11,10 @@ and reports:
       fan-out: every subscriber on one category, each write pokes all of them;
       spread:  one stream per subscriber, each write pokes one of them.
 Writes are paced (one at a time, --gap ms apart) so every write is measured
-on an idle server.
+on an idle server. The memory figure of the first scenario is the one that
+counts: later scenarios reuse what the first one's subscribers left in the
+pools and the allocator. The PostgreSQL cluster runs with fsync off (the
+test harness's), which does not change when a poke leaves.
 
   contrib/bench-sse.py [--subscribers 1000] [--workers 2] [--writes 200] [--gap 20]
 """

@@ -90,7 +90,8 @@ cli_url_parse(const char *url, struct cli_url *u, char *err, size_t errlen)
 
 	memset(u, 0, sizeof(*u));
 	if (strncasecmp(url, "https://", 8) == 0) {
-		snprintf(err, errlen, "https is not supported by this client: use http:// (a TLS proxy can sit in front)");
+		snprintf(err, errlen,
+		         "https is not supported by this client: use http:// (a TLS proxy can sit in front)");
 		return -1;
 	}
 	if (strncasecmp(url, "http://", 7) != 0) {
@@ -498,14 +499,16 @@ cli_json_go(struct evbuffer *b, json_object *o)
 
 		jw_lit(b, "{");
 		if (n > 0 && keys == NULL) { /* out of memory: unsorted beats nothing */
-			json_object_object_foreach(o, k, v) {
+			json_object_object_foreach(o, k, v)
+			{
 				if (i++ > 0)
 					jw_lit(b, ",");
 				jw_key(b, k);
 				cli_json_go(b, v);
 			}
 		} else {
-			json_object_object_foreach(o, k, v) {
+			json_object_object_foreach(o, k, v)
+			{
 				(void)v;
 				keys[i++] = k;
 			}

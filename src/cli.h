@@ -75,7 +75,7 @@ int cli_read_head(struct cli_conn *c, struct cli_resp *r, char *err, size_t errl
 /* Reads the next piece of the body into out (appended): > 0 bytes added, 0 at
  * the end of the body, -1 with a message in err. st tracks the framing. */
 struct cli_body {
-	int64_t left;  /* Content-Length / current chunk bytes left */
+	int64_t left; /* Content-Length / current chunk bytes left */
 	bool in_chunk, done;
 };
 void cli_body_init(struct cli_body *b, const struct cli_resp *r);

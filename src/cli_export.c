@@ -25,7 +25,7 @@
 #define EXPORT_PAGE 1000
 #define EXPORT_TIMEOUT 30 /* seconds per request, as the reference */
 
-struct export {
+struct exporter {
 	struct cli_url url;
 	const char *token;
 	struct cli_conn conn;
@@ -66,7 +66,7 @@ usage(FILE *out)
 }
 
 static int
-flush_out(struct export *x)
+flush_out(struct exporter *x)
 {
 	size_t n = evbuffer_get_length(x->out);
 	const char *p = (const char *)evbuffer_pullup(x->out, -1);
@@ -98,7 +98,7 @@ flush_out(struct export *x)
 /* One message array [id, stream, type, pos, gpos, data, meta, time] as a
  * record line; false when it is not what category.get returns. */
 static bool
-write_record(struct export *x, json_object *m)
+write_record(struct exporter *x, json_object *m)
 {
 	json_object *f[8];
 	int64_t t_us, sec;
@@ -140,7 +140,7 @@ write_record(struct export *x, json_object *m)
 
 /* POST /rpc category.get; the parsed array in *res (caller puts it). */
 static int
-fetch(struct export *x, const char *category, int64_t position, json_object **res)
+fetch(struct exporter *x, const char *category, int64_t position, json_object **res)
 {
 	struct evbuffer *req = evbuffer_new(), *body = evbuffer_new();
 	struct cli_resp r;
@@ -159,10 +159,11 @@ fetch(struct export *x, const char *category, int64_t position, json_object **re
 	jw_lit(body, ",{\"position\":");
 	jw_i64(body, position);
 	jw_lit(body, ",\"batchSize\":1000}]");
-	evbuffer_add_printf(req,
-	                    "POST %s/rpc HTTP/1.1\r\nHost: %s\r\nUser-Agent: eventodb-export/" PACKAGE_VERSION
-	                    "\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n",
-	                    x->url.base, x->url.hostport, x->token, evbuffer_get_length(body));
+	evbuffer_add_printf(
+	    req,
+	    "POST %s/rpc HTTP/1.1\r\nHost: %s\r\nUser-Agent: eventodb-export/" PACKAGE_VERSION
+	    "\r\nContent-Type: application/json\r\nAuthorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n",
+	    x->url.base, x->url.hostport, x->token, evbuffer_get_length(body));
 	evbuffer_add_buffer(req, body);
 	/* one keep-alive connection; a reused one the server has closed
 	 * meanwhile is opened again once */
@@ -220,13 +221,15 @@ fetch(struct export *x, const char *category, int64_t position, json_object **re
 		}
 		/* numbers beyond 64-bit integers (PostgreSQL prints 2.5e21 as 22
 		 * digits) as doubles, the way Go reads every number */
-		if (text != NULL && (big = jsonnum_bigints(text, len)) > 0 && (wide = malloc(len + 2 * big + 1)) != NULL) {
+		if (text != NULL && (big = jsonnum_bigints(text, len)) > 0 &&
+		    (wide = malloc(len + 2 * big + 1)) != NULL) {
 			len = jsonnum_widen(text, len, wide);
 			text = wide;
 		}
 		*res = json_tokener_parse_ex(tok, text, (int)len);
 		free(wide);
-		if (json_tokener_get_error(tok) != json_tokener_success || !json_object_is_type(*res, json_type_array)) {
+		if (json_tokener_get_error(tok) != json_tokener_success ||
+		    !json_object_is_type(*res, json_type_array)) {
 			snprintf(x->err, sizeof(x->err), "failed to fetch messages: failed to decode response");
 			json_object_put(*res);
 			*res = NULL;
@@ -245,7 +248,7 @@ out:
 }
 
 static int
-export_category(struct export *x, const char *category)
+export_category(struct exporter *x, const char *category)
 {
 	int64_t position = 0;
 
@@ -285,7 +288,7 @@ parse_date(const char *s, int64_t *us)
 int
 cli_export_main(int argc, char **argv)
 {
-	struct export x;
+	struct exporter x;
 	char err[512];
 	char *cats = NULL;
 	int rc;

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "config.h"
 #include "evlib.h"
 #include "http.h"
 #include "import.h"
@@ -42,10 +43,10 @@
 #include "store.h"
 #include "worker.h"
 
-#define IMPORT_MAGIC 0x494d5054u          /* "IMPT" */
-#define IMPORT_LINE_MAX (1024 * 1024)     /* the reference's bufio.Scanner limit */
+#define IMPORT_MAGIC 0x494d5054u      /* "IMPT" */
+#define IMPORT_LINE_MAX (1024 * 1024) /* the reference's bufio.Scanner limit */
 #define IMPORT_BATCH_BYTES (4 * 1024 * 1024)
-#define IMPORT_NAME_MAX 1024              /* stream and type, as everywhere (D14) */
+#define IMPORT_NAME_MAX 1024 /* stream and type, as everywhere (D14) */
 
 struct batch {
 	struct store_import_rec recs[STORE_IMPORT_MAX];
@@ -67,6 +68,7 @@ struct import {
 	bool filtered;                  /* the body comes through f */
 	struct evbuffer *src;
 	struct event *ev;
+	struct event *ka; /* keepalive comments while the import runs */
 	struct evbuffer *out;
 	int64_t start_us, t0_us;
 	char ns[64];
@@ -115,6 +117,8 @@ imp_free(struct import *imp)
 		imp->w->me->st.requests_in_flight--;
 	if (imp->ev != NULL)
 		event_free(imp->ev);
+	if (imp->ka != NULL)
+		event_free(imp->ka);
 	if (imp->out != NULL)
 		evbuffer_free(imp->out);
 	batch_free(imp->b[0]);
@@ -154,6 +158,24 @@ on_close(struct evhttp_connection *evcon, void *arg)
 	imp_done(imp);
 }
 
+static void emit(struct import *imp);
+
+/* A comment line now and then: a client that sends slowly gets no event for
+ * a long time, and the connection's write timeout (and proxies) must not
+ * take that for a dead peer. */
+static void
+on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	struct import *imp = arg;
+
+	(void)fd;
+	(void)what;
+	if (imp->finished || imp->gone)
+		return;
+	jw_lit(imp->out, ": keepalive\n\n");
+	emit(imp);
+}
+
 static void
 on_wake(evutil_socket_t fd, short what, void *arg)
 {
@@ -169,6 +191,8 @@ finish(struct import *imp)
 	if (imp->finished)
 		return;
 	imp->finished = true;
+	if (imp->ka != NULL)
+		event_del(imp->ka);
 	if (imp->conn != NULL)
 		evhttp_connection_set_closecb(imp->conn, NULL, NULL);
 	imp->conn = NULL;
@@ -230,8 +254,8 @@ emit_error(struct import *imp, const char *code, const char *msg, int64_t line)
 	}
 	jw_lit(imp->out, "}\n\n");
 	emit(imp);
-	log_info("import failed namespace=%s imported=%lld error=%s line=%lld: %s", imp->ns,
-	         (long long)imp->imported, code, (long long)line, msg);
+	log_info("import failed namespace=%s imported=%lld error=%s line=%lld: %s", imp->ns, (long long)imp->imported,
+	         code, (long long)line, msg);
 }
 
 /* Notes the import's terminal error; it is sent once no batch is in the store. */
@@ -385,8 +409,8 @@ int_field(json_object *rec, const char *key, int64_t min, int64_t *v)
 static const char *
 json_text(json_object *o, size_t *len)
 {
-	const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-	                                                  len);
+	const char *s =
+	    json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
 
 	return s;
 }
@@ -432,22 +456,25 @@ take_line(struct import *imp, const char *p, size_t n)
 		/* a value that ends with the input ("5", "nul"): flush */
 		rec = json_tokener_parse_ex(tok, "", 1);
 		jerr = json_tokener_get_error(tok);
-	} else if (jerr == json_tokener_success && !blank(p + json_tokener_get_parse_end(tok),
-	                                                  n - json_tokener_get_parse_end(tok))) {
+	} else if (jerr == json_tokener_success &&
+	           !blank(p + json_tokener_get_parse_end(tok), n - json_tokener_get_parse_end(tok))) {
 		json_object_put(rec);
 		rec = NULL;
 		jerr = json_tokener_error_parse_unexpected;
 	}
 	if (jerr == json_tokener_error_depth) {
-		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: nested deeper than 64 levels", (long long)L);
+		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: nested deeper than 64 levels",
+		     (long long)L);
 		goto out;
 	}
 	if (jerr != json_tokener_success) {
-		fail(imp, "INVALID_JSON", L, "malformed JSON at line %lld: %s", (long long)L, json_tokener_error_desc(jerr));
+		fail(imp, "INVALID_JSON", L, "malformed JSON at line %lld: %s", (long long)L,
+		     json_tokener_error_desc(jerr));
 		goto out;
 	}
 	if (rec != NULL && !json_object_is_type(rec, json_type_object)) {
-		fail(imp, "INVALID_JSON", L, "malformed JSON at line %lld: a record must be a JSON object", (long long)L);
+		fail(imp, "INVALID_JSON", L, "malformed JSON at line %lld: a record must be a JSON object",
+		     (long long)L);
 		goto out;
 	}
 	if (has_nul_escape(p, n)) {
@@ -456,12 +483,12 @@ take_line(struct import *imp, const char *p, size_t n)
 		goto out;
 	}
 	/* (null is the zero record of the reference: it fails below) */
-#define BAD(...)                                                                                  \
-	do {                                                                                      \
-		char why_[256];                                                                   \
-		snprintf(why_, sizeof(why_), __VA_ARGS__);                                        \
-		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: %s", (long long)L, why_); \
-		goto out;                                                                         \
+#define BAD(...)                                                                                                       \
+	do {                                                                                                           \
+		char why_[256];                                                                                        \
+		snprintf(why_, sizeof(why_), __VA_ARGS__);                                                             \
+		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: %s", (long long)L, why_);                 \
+		goto out;                                                                                              \
 	} while (0)
 	if (rec == NULL || !json_object_object_get_ex(rec, "id", &o) || !json_object_is_type(o, json_type_string) ||
 	    uuid_canonical(json_object_get_string(o), (size_t)json_object_get_string_len(o), uuid) != 0)
@@ -530,7 +557,8 @@ submit(struct import *imp)
 	if (imp->flying >= 0 || b == NULL || !b->ready)
 		return;
 	if (imp->w->store->ops->import(imp->w->store, imp->ns, b->recs, b->n, batch_done, imp) != 0) {
-		fail(imp, "IMPORT_FAILED", b->last_line, "Database unavailable: no connection, or too many requests waiting");
+		fail(imp, "IMPORT_FAILED", b->last_line,
+		     "Database unavailable: no connection, or too many requests waiting");
 		batch_reset(b);
 		return;
 	}
@@ -561,7 +589,8 @@ batch_done(const struct store_reply *r, void *arg)
 		/* this batch came first: its failure wins over a later line's */
 		imp->err = false;
 		if (r->status == ST_POS_EXISTS && r->has_value)
-			fail(imp, "POSITION_EXISTS", b->last_line, "global position already exists: %lld", (long long)r->value);
+			fail(imp, "POSITION_EXISTS", b->last_line, "global position already exists: %lld",
+			     (long long)r->value);
 		else if (r->status == ST_POS_EXISTS)
 			fail(imp, "POSITION_EXISTS", b->last_line, "global position already exists");
 		else
@@ -604,7 +633,8 @@ read_lines(struct import *imp)
 			take = n + 1;
 		} else if (!body_ended(imp)) {
 			if (evbuffer_get_length(src) >= IMPORT_LINE_MAX)
-				fail(imp, "READ_ERROR", imp->line, "error reading input: bufio.Scanner: token too long");
+				fail(imp, "READ_ERROR", imp->line,
+				     "error reading input: bufio.Scanner: token too long");
 			return;
 		} else if ((n = evbuffer_get_length(src)) == 0) {
 			imp->eof = true;
@@ -633,7 +663,7 @@ read_lines(struct import *imp)
 static void
 process(struct import *imp)
 {
-	if (imp->finished)
+	if (imp->finished || !imp->streaming)
 		return;
 	if (imp->filtered && imp->f == NULL) {
 		/* the connection went away; on_close has run or will */
@@ -690,6 +720,11 @@ start_stream(struct import *imp)
 	imp->streaming = true;
 	imp->t0_us = now_unix_us();
 	evhttp_send_reply_start(imp->req, 200, "OK");
+	imp->ka = event_new(imp->w->base, -1, EV_PERSIST, on_keepalive, imp);
+	if (imp->ka != NULL) {
+		struct timeval tv = {(time_t)imp->w->cfg->sse_keepalive, 0};
+		event_add(imp->ka, &tv);
+	}
 	http_account(imp->w, imp->req, 200, imp->start_us);
 	process(imp);
 }
@@ -741,8 +776,8 @@ begin(struct import *imp)
 		return;
 	}
 	if (imp->w->store->ops->clear(imp->w->store, imp->ns, clear_done, imp) != 0) {
-		reject(imp, 503, "BACKEND_UNAVAILABLE", "Database unavailable: no connection, or too many requests waiting",
-		       NULL);
+		reject(imp, 503, "BACKEND_UNAVAILABLE",
+		       "Database unavailable: no connection, or too many requests waiting", NULL);
 		return;
 	}
 	imp->busy = true;

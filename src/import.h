@@ -33,8 +33,7 @@ struct bufferevent *import_filter_bevcb(struct event_base *base, void *arg);
  * there is none (the body, if any, is then in req's input buffer). *owner is
  * set to NULL, and wake activated, if the connection goes away first.
  */
-struct import_filter *import_filter_claim(struct evhttp_request *req, struct import_filter **owner,
-                                          struct event *wake);
+struct import_filter *import_filter_claim(struct evhttp_request *req, struct import_filter **owner, struct event *wake);
 /* The client sent Expect: 100-continue and has not been told to go on. */
 bool import_filter_expecting(const struct import_filter *f);
 /* The import takes the body: from now on body bytes collect in

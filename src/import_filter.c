@@ -38,13 +38,19 @@
  * when to go on. Two more things evhttp relies on that a filter does not
  * give by itself: callbacks deferred to the event loop (evhttp sets its
  * write callback after adding the data), and output added while writing is
- * disabled being sent once evhttp enables it (the flush event).
+ * disabled being sent once evhttp enables it (the flush event). And a
+ * filter's write timeout runs whenever writing is enabled, where a socket's
+ * runs only while output waits: a subscription or an import quiet for the
+ * timeout would be cut off. So the timer is stopped once all is written
+ * (the idle event; libevent has no call for it, the timer is the filter's
+ * ev_write in bufferevent_struct.h).
  */
 #include "autoconf.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdio.h>
@@ -60,16 +66,16 @@
 #define HEAD_MAX (64 * 1024 + 1024)  /* evhttp's header limit (worker.c) and some */
 #define LINE_MAX_CHUNK 1024          /* a chunk-size or trailer line */
 #define UNDER_READ_HIGH (256 * 1024) /* socket bytes read ahead of the filter */
-#define VALUE_MAX 256 /* the header values the filter reads */
+#define VALUE_MAX 256                /* the header values the filter reads */
 
 enum state {
-	S_HEAD,        /* at the start of a request head */
-	S_BODY,        /* `left` bytes of a Content-Length body */
-	S_CHUNK_SIZE,  /* at a chunk-size line (or the blank line after data) */
-	S_CHUNK_DATA,  /* `left` bytes of chunk data */
-	S_TRAILER,     /* trailer lines up to a blank one */
-	S_HOLD,        /* import body complete: input waits until the release */
-	S_PIPE,        /* framing not followed: everything passes */
+	S_HEAD,       /* at the start of a request head */
+	S_BODY,       /* `left` bytes of a Content-Length body */
+	S_CHUNK_SIZE, /* at a chunk-size line (or the blank line after data) */
+	S_CHUNK_DATA, /* `left` bytes of chunk data */
+	S_TRAILER,    /* trailer lines up to a blank one */
+	S_HOLD,       /* import body complete: input waits until the release */
+	S_PIPE,       /* framing not followed: everything passes */
 };
 
 enum taker {
@@ -86,16 +92,17 @@ struct import_filter {
 	enum state st;
 	enum taker taker;
 	int64_t left;
-	size_t scanned;  /* head bytes searched for its end, without success */
-	bool expect;     /* Expect: 100-continue not yet answered */
-	bool ended;      /* the import body is complete */
-	bool broken;     /* its chunked framing is not */
-	bool starved;    /* input stopped on a full body buffer */
+	size_t scanned; /* head bytes searched for its end, without success */
+	bool expect;    /* Expect: 100-continue not yet answered */
+	bool ended;     /* the import body is complete */
+	bool broken;    /* its chunked framing is not */
+	bool starved;   /* input stopped on a full body buffer */
 	bool listed;
 	struct evbuffer *body;
 	struct import_filter **owner;
 	struct event *wake;
-	struct event *flush;           /* output waiting for evhttp to enable writing */
+	struct event *flush; /* output waiting for evhttp to enable writing */
+	struct event *idle;  /* all output written: stop the write timeout */
 	struct evbuffer_cb_entry *out_cb;
 	LIST_ENTRY(import_filter) link;
 };
@@ -647,6 +654,8 @@ filter_out(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit, enum bu
 		/* called back once the socket can take more */
 		if (evbuffer_get_length(src) > 0)
 			bufferevent_enable(f->under, EV_WRITE);
+		else
+			event_active(f->idle, EV_TIMEOUT, 1);
 		return BEV_OK;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -667,6 +676,18 @@ on_flush(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (bufferevent_get_enabled(f->bev) & EV_WRITE)
 		bufferevent_flush(f->bev, EV_WRITE, BEV_NORMAL);
+}
+
+/* After libevent re-armed the write timeout for the last write. */
+static void
+on_idle(evutil_socket_t fd, short what, void *arg)
+{
+	struct import_filter *f = arg;
+
+	(void)fd;
+	(void)what;
+	if (evbuffer_get_length(bufferevent_get_output(f->bev)) == 0)
+		event_del(&f->bev->ev_write);
 }
 
 /* Output added while evhttp has writing disabled: evhttp enables it right
@@ -698,6 +719,8 @@ filter_free(void *ctx)
 		evbuffer_remove_cb_entry(bufferevent_get_output(f->bev), f->out_cb);
 	if (f->flush != NULL)
 		event_free(f->flush);
+	if (f->idle != NULL)
+		event_free(f->idle);
 	if (f->body != NULL)
 		evbuffer_free(f->body);
 	f->magic = 0;
@@ -712,7 +735,8 @@ import_filter_bevcb(struct event_base *base, void *arg)
 
 	(void)arg;
 	if (f == NULL || (f->body = evbuffer_new()) == NULL ||
-	    (f->flush = event_new(base, -1, 0, on_flush, f)) == NULL)
+	    (f->flush = event_new(base, -1, 0, on_flush, f)) == NULL ||
+	    (f->idle = event_new(base, -1, 0, on_idle, f)) == NULL)
 		goto fail;
 	f->magic = FILTER_MAGIC;
 	f->st = S_HEAD;
@@ -739,6 +763,8 @@ fail:
 		evbuffer_free(f->body);
 	if (f != NULL && f->flush != NULL)
 		event_free(f->flush);
+	if (f != NULL && f->idle != NULL)
+		event_free(f->idle);
 	free(f);
 	/* evhttp makes a plain socket bufferevent itself */
 	return NULL;
@@ -753,7 +779,8 @@ import_filter_claim(struct evhttp_request *req, struct import_filter **owner, st
 
 	if (bev == NULL)
 		return NULL;
-	LIST_FOREACH(f, &pending, link) {
+	LIST_FOREACH(f, &pending, link)
+	{
 		if (f->bev == bev && f->taker == T_PENDING) {
 			unlist(f);
 			f->owner = owner;

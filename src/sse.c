@@ -79,7 +79,8 @@ struct sse_sub {
 	struct sse *sse;
 	struct evhttp_request *req;
 	struct evhttp_connection *conn;
-	struct evbuffer *out; /* the connection's output buffer */
+	struct evbuffer *out;   /* the connection's output buffer */
+	struct evbuffer *under; /* a filter's socket bufferevent output, or NULL */
 	int fd;
 	LIST_ENTRY(sse_sub) hlink;
 	TAILQ_ENTRY(sse_sub) link;
@@ -190,7 +191,8 @@ poke_text(struct evbuffer *b, const char *stream, size_t len, int64_t position, 
  * the two epoll_ctl calls and the extra loop turn of queueing it. What the
  * socket does not take is queued on the connection's output buffer behind,
  * where libevent writes it (on_drained is already its completion callback:
- * ": ready" went through evhttp_send_reply_chunk_with_cb).
+ * ": ready" went through evhttp_send_reply_chunk_with_cb). "Nothing queued"
+ * includes the socket bufferevent under a filter (import_filter.c), if any.
  */
 static void
 send_bytes(struct sse_sub *sub, const char *data, size_t len)
@@ -212,7 +214,8 @@ send_bytes(struct sse_sub *sub, const char *data, size_t len)
 		iov[cnt].iov_base = (void *)"\r\n";
 		iov[cnt++].iov_len = 2;
 	}
-	if (evbuffer_get_length(sub->out) == 0) {
+	if (sub->fd >= 0 && evbuffer_get_length(sub->out) == 0 &&
+	    (sub->under == NULL || evbuffer_get_length(sub->under) == 0)) {
 		ssize_t n = writev(sub->fd, iov, cnt);
 		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			return; /* the peer is gone; the read side reports it */
@@ -863,6 +866,7 @@ sub_register(struct sse_sub *sub)
 	struct sse *sse = sub->sse;
 	struct worker *w = sse->w;
 	struct evkeyvalq *h = evhttp_request_get_output_headers(sub->req);
+	struct bufferevent *bev, *under;
 	char slot[16], details[64];
 
 	if (evhttp_request_get_connection(sub->req) == NULL) { /* the client left meanwhile */
@@ -917,8 +921,11 @@ sub_register(struct sse_sub *sub)
 	evhttp_clear_headers(h);
 	evhttp_clear_headers(evhttp_request_get_input_headers(sub->req));
 	sub->conn = evhttp_request_get_connection(sub->req);
-	sub->out = bufferevent_get_output(evhttp_connection_get_bufferevent(sub->conn));
-	sub->fd = (int)bufferevent_getfd(evhttp_connection_get_bufferevent(sub->conn));
+	bev = evhttp_connection_get_bufferevent(sub->conn);
+	under = bufferevent_get_underlying(bev);
+	sub->out = bufferevent_get_output(bev);
+	sub->under = under != NULL ? bufferevent_get_output(under) : NULL;
+	sub->fd = (int)bufferevent_getfd(bev);
 	evhttp_connection_set_closecb(sub->conn, on_close, sub);
 	tune_socket(sub);
 

@@ -1662,7 +1662,9 @@ pg_import(struct store *s, const char *ns, const struct store_import_rec *recs, 
 	for (size_t i = 0; i < n; i++) {
 		const struct store_import_rec *r = &recs[i];
 
-		jw_lit(b, i == 0 ? "{\"i\":" : ",{\"i\":");
+		if (i > 0)
+			jw_lit(b, ",");
+		jw_lit(b, "{\"i\":");
 		jw_cstr(b, r->id);
 		jw_lit(b, ",\"s\":");
 		jw_cstr(b, r->stream);

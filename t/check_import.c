@@ -203,16 +203,77 @@ START_TEST(test_filter_backpressure)
 }
 END_TEST
 
+/* The same conversation fed one byte at a time: every split point of heads,
+ * chunk-size lines, chunk data and trailers. */
+START_TEST(test_filter_byte_by_byte)
+{
+	const char *in = "POST /rpc HTTP/1.1\r\nContent-Length: 5\r\n\r\n[1,2]"
+	                 "POST /import HTTP/1.1\nTransfer-Encoding: chunked\nX-A: b\n\n"
+	                 "3\r\nab\n\r\n10 \r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n"
+	                 "POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n"
+	                 "POST /import HTTP/1.1\r\nContent-Length: 4\r\n\r\nwxyz"
+	                 "GET /health HTTP/1.1\r\n\r\n";
+	const char *want = "POST /rpc HTTP/1.1\r\nContent-Length: 5\r\n\r\n[1,2]"
+	                   "POST /import HTTP/1.1\nX-A: b\nContent-Length: 0\r\n\r\n"
+	                   "POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n"
+	                   "POST /import HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+	                   "GET /health HTTP/1.1\r\n\r\n";
+	struct import_filter *f = import_filter_new_detached();
+	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new(), *bodies = evbuffer_new();
+	bool taken = false;
+	char *s;
+
+	for (size_t i = 0; in[i] != '\0'; i++) {
+		evbuffer_add(src, in + i, 1);
+		import_filter_feed(f, src, dst);
+		if (import_filter_diverting(f) && !taken) {
+			import_filter_accept(f);
+			taken = true;
+			import_filter_feed(f, src, dst);
+		}
+		if (taken && import_filter_ended(f)) {
+			evbuffer_add_buffer(bodies, import_filter_body(f));
+			evbuffer_add(bodies, "|", 1);
+			import_filter_release(f);
+			taken = false;
+			import_filter_feed(f, src, dst);
+		}
+	}
+	s = take(dst);
+	ck_assert_str_eq(s, want);
+	free(s);
+	s = take(bodies);
+	ck_assert_str_eq(s, "ab\n0123456789abcdef|wxyz|");
+	free(s);
+	ck_assert_uint_eq(evbuffer_get_length(src), 0);
+	evbuffer_free(src);
+	evbuffer_free(dst);
+	evbuffer_free(bodies);
+	import_filter_free_detached(f);
+}
+END_TEST
+
 START_TEST(test_go_float)
 {
 	static const struct {
 		double v;
 		const char *want;
 	} cases[] = {
-	    {1, "1"}, {-2.5, "-2.5"}, {0.1, "0.1"}, {5.5, "5.5"}, {1e20, "100000000000000000000"},
-	    {1e21, "1e+21"}, {1.5e-7, "1.5e-7"}, {1e-6, "0.000001"}, {0.000123, "0.000123"},
-	    {123456789.125, "123456789.125"}, {1.7976931348623157e308, "1.7976931348623157e+308"},
-	    {5e-324, "5e-324"}, {1.2345e-10, "1.2345e-10"}, {100, "100"}, {0.3, "0.3"},
+	    {1, "1"},
+	    {-2.5, "-2.5"},
+	    {0.1, "0.1"},
+	    {5.5, "5.5"},
+	    {1e20, "100000000000000000000"},
+	    {1e21, "1e+21"},
+	    {1.5e-7, "1.5e-7"},
+	    {1e-6, "0.000001"},
+	    {0.000123, "0.000123"},
+	    {123456789.125, "123456789.125"},
+	    {1.7976931348623157e308, "1.7976931348623157e+308"},
+	    {5e-324, "5e-324"},
+	    {1.2345e-10, "1.2345e-10"},
+	    {100, "100"},
+	    {0.3, "0.3"},
 	};
 	char out[40];
 
@@ -308,6 +369,7 @@ import_suite(void)
 	tcase_add_test(tc, test_filter_chunked_import);
 	tcase_add_test(tc, test_filter_discard_and_broken);
 	tcase_add_test(tc, test_filter_backpressure);
+	tcase_add_test(tc, test_filter_byte_by_byte);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("cli");
 	tcase_add_test(tc, test_go_float);

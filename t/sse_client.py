@@ -48,6 +48,8 @@ class SSEClient:
         self._read_head()
         self.body = b""
         self._thread = None
+        self._go = threading.Event()  # cleared: the reader stops reading (a stalled client)
+        self._go.set()
         if self.status != 200:
             self._read_plain_body()
         elif read:
@@ -93,6 +95,7 @@ class SSEClient:
         try:
             self._feed(b"")
             while not self.ended:
+                self._go.wait()
                 data = self.sock.recv(65536)
                 if not data:
                     break
@@ -148,6 +151,13 @@ class SSEClient:
         if new:
             with self.cond:
                 self.cond.notify_all()
+
+    def pause(self):
+        """Stops reading (after the read in progress): the client stalls."""
+        self._go.clear()
+
+    def resume(self):
+        self._go.set()
 
     # -- waiting ------------------------------------------------------------------
     def wait(self, pred, timeout=10):

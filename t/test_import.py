@@ -20,14 +20,14 @@ import harness  # noqa: E402
 from harness import unique  # noqa: E402
 
 SRV = None    # the store under test, 2 workers
-SMALL = None  # the same store, 1 worker, --max-body 64KiB
+SMALL = None  # the same store, 1 worker, --max-body 64KiB, keepalive comments every second
 T0 = "2025-01-15T10:00:00Z"
 
 
 def setUpModule():
     global SRV, SMALL
     SRV = harness.Server(name="import").start()
-    SMALL = harness.Server(name="small", workers=1, extra=["--max-body", "64KiB"]).start()
+    SMALL = harness.Server(name="small", workers=1, extra=["--max-body", "64KiB", "--sse-keepalive", "1"]).start()
 
 
 def tearDownModule():
@@ -96,6 +96,7 @@ class ImportStream:
         self.body = b""
         self.ended = False
         self.events = []
+        self.comments = 0
         self.eof = False
 
     def send(self, data):
@@ -136,6 +137,8 @@ class ImportStream:
                 ev, self.body = self.body.split(b"\n\n", 1)
                 if ev.startswith(b"data: "):
                     self.events.append(json.loads(ev[6:]))
+                elif ev.startswith(b":"):
+                    self.comments += 1
 
     def read(self, until, timeout=30):
         """Reads until until(self) is true; returns it."""
@@ -377,7 +380,7 @@ class TestImport(Base):
             r = SRV.request("POST", "/import", body=body, headers={"Authorization": "Bearer " + tok}, conn=conn)
             self.assertDone(parse_events(r.raw), 199)
             r = SRV.rpc("stream.version", "acct-1", token=tok, conn=conn)
-            self.assertEqual(r.body, 198)
+            self.assertEqual(r.body, 199)
         finally:
             conn.close()
 
@@ -461,6 +464,19 @@ class TestImport(Base):
             imp.end()
             self.assertTrue(imp.read(terminal, timeout=20))
             self.assertDone(imp.events, 1500)
+        finally:
+            imp.close()
+
+    def test_keepalive_comments_while_the_client_is_slow(self):
+        _, tok = SMALL.create_namespace()
+        imp = ImportStream(SMALL, tok)
+        try:
+            imp.send(ndjson([rec(1)]))
+            self.assertTrue(imp.read(lambda s: s.comments >= 2, timeout=10), imp.raw)
+            self.assertEqual(imp.events, [])
+            imp.end()
+            self.assertTrue(imp.read(terminal, timeout=10))
+            self.assertDone(imp.events, 1)
         finally:
             imp.close()
 

@@ -16,6 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import sse_client  # noqa: E402
 from harness import unique  # noqa: E402
 
 BUILDDIR = os.environ.get("EVENTODB_BUILDDIR") or os.path.dirname(os.path.dirname(os.path.abspath(harness.BIN)))
@@ -108,6 +109,9 @@ class TestSignals(harness.TestCase):
             conn = srv.connection()
             self.assertOk(srv.rpc("sys.version", conn=conn))
             self.assertTrue(harness.wait_until(lambda: "HTTP request" in srv.log(), 5))
+            stream = unique("hup") + "-1"
+            sub = sse_client.subscribe(srv, {"stream": stream})
+            self.assertTrue(sub.wait_ready(), "SSE subscription not ready")
             with open(conf, "w") as f:
                 f.write("log-level = warn\ndb-pool-size = 2\n")
             os.kill(srv.pid, signal.SIGHUP)
@@ -115,9 +119,14 @@ class TestSignals(harness.TestCase):
             self.assertTrue(harness.wait_until(lambda: re.search(r"db-pool-size changed .*ignored", srv.log()), 5), srv.log())
             time.sleep(0.5)  # workers handle their SIGHUP
             size = srv.log_size()
-            # the keep-alive connection survives the reload
+            # the keep-alive connection and the SSE stream survive the reload
             for _ in range(5):
                 self.assertOk(srv.rpc("sys.version", conn=conn))
+            srv.write(stream, data={"after": "reload"})
+            self.assertIsNotNone(sub.wait_poke(lambda p: p["stream"] == stream and p["position"] == 0, 10),
+                                 "no poke on the SSE stream opened before SIGHUP")
+            self.assertFalse(sub.closed)
+            sub.close()
             time.sleep(0.3)
             self.assertNotIn("HTTP request", srv.log()[size:], "info lines after switching to warn level")
             conn.close()
