@@ -976,42 +976,29 @@ autocreate_done(const struct store_reply *r, void *arg)
 
 /* ---- the request ------------------------------------------------------------ */
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decodes a query component (%XX, '+' is a space) into out; -1 when it
- * does not fit or is malformed. */
+/* Decodes a query component ('+' is a space, as browsers and Go encode it)
+ * into out with libevent's decoder; -1 when it does not fit. */
 static long
 qdecode(const char *s, size_t n, char *out, size_t cap)
 {
-	size_t j = 0;
+	char raw[4096];
+	char *dec;
+	size_t len;
 
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (j + 1 >= cap)
-			return -1;
-		if (c == '+') {
-			c = ' ';
-		} else if (c == '%') {
-			int hi, lo;
-			if (i + 2 >= n || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
-				return -1;
-			c = (char)(hi * 16 + lo);
-			i += 2;
-		}
-		out[j++] = c;
+	if (n >= sizeof(raw))
+		return -1;
+	memcpy(raw, s, n);
+	raw[n] = '\0';
+	dec = evhttp_uridecode(raw, 1, &len);
+	if (dec == NULL)
+		return -1;
+	if (len + 1 > cap) {
+		free(dec);
+		return -1;
 	}
-	out[j] = '\0';
-	return (long)j;
+	memcpy(out, dec, len + 1);
+	free(dec);
+	return (long)len;
 }
 
 /* The first value of parameter name in the query string, as Go's
