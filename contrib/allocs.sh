@@ -9,22 +9,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 n1=${1:-200}
 n2=${2:-1200}
 bin=${EVENTODB_BIN:-$top/src/eventodb}
-pgbin=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 command -v valgrind >/dev/null || { echo "valgrind not installed"; exit 1; }
-dir=$(mktemp -d /tmp/eventodb-allocs.XXXXXX)
-chmod 755 "$dir"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$dir"
-pgport=55434
 port=18090
-cleanup() {
-	as_pg "$pgbin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
-	rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-as_pg "$pgbin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
-as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -o "-c listen_addresses=127.0.0.1 -p $pgport -k $dir" start >/dev/null
-as_pg "$pgbin/createdb" -h 127.0.0.1 -p $pgport -U postgres eventodb
+. "$top/contrib/throwaway-pg.sh"
+trap pg_throwaway_stop EXIT INT TERM
+pg_throwaway_start eventodb-allocs 55434
 tok="ns_ZGVmYXVsdA_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 # Worker allocations for n requests of one kind: the worker is the child
 # valgrind process that is not the supervisor.

@@ -10,25 +10,16 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 runs=${1:-5}
 secs=${2:-10}
 bin=${EVENTODB_BIN:-$top/src/eventodb}
-pgbin=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk)"; exit 1; }
-dir=$(mktemp -d /tmp/eventodb-bench.XXXXXX)
-chmod 755 "$dir"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$dir"
-pgport=55433
 port=${PORT:-18080}
 srv=
+. "$top/contrib/throwaway-pg.sh"
 cleanup() {
 	[ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null
-	as_pg "$pgbin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
-	rm -rf "$dir"
+	pg_throwaway_stop
 }
 trap cleanup EXIT INT TERM
-as_pg "$pgbin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 >/dev/null
-as_pg "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w \
-	-o "-c listen_addresses=127.0.0.1 -p $pgport -k $dir -c max_connections=200" start >/dev/null
-as_pg "$pgbin/createdb" -h 127.0.0.1 -p $pgport -U postgres eventodb
+pg_throwaway_start eventodb-bench 55433 -c max_connections=200
 EVENTODB_TOKEN="ns_ZGVmYXVsdA_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 export EVENTODB_TOKEN
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

@@ -38,7 +38,7 @@ stop_now(evutil_socket_t sig, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	log_info("worker %u stopping on signal %d", w->slot, (int)sig);
+	log_info("worker %u stopping on signal %d", w->slot + 1, (int)sig);
 	event_base_loopbreak(w->base);
 }
 
@@ -61,7 +61,7 @@ tick(evutil_socket_t fd, short what, void *arg)
 	w->me->st.pool_in_use = in_use;
 	if (w->draining && (w->me->st.requests_in_flight == 0 || now_unix_us() >= w->drain_deadline_us)) {
 		if (w->me->st.requests_in_flight != 0)
-			log_warn("worker %u: shutdown timeout with %llu requests in flight", w->slot,
+			log_warn("worker %u: shutdown timeout with %llu requests in flight", w->slot + 1,
 			         (unsigned long long)w->me->st.requests_in_flight);
 		event_base_loopbreak(w->base);
 	}
@@ -74,7 +74,7 @@ drain(evutil_socket_t sig, short what, void *arg)
 
 	if (w->draining)
 		return;
-	log_info("worker %u draining", w->slot);
+	log_info("worker %u draining", w->slot + 1);
 	w->draining = true;
 	w->drain_deadline_us = now_unix_us() + w->cfg->shutdown_timeout * 1000000;
 	if (w->bound != NULL) {
@@ -138,7 +138,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	w->http = w->base ? evhttp_new(w->base) : NULL;
 	w->tok = json_tokener_new_ex(MAX_DEPTH);
 	if (w->base == NULL || w->http == NULL || w->tok == NULL) {
-		log_error("worker %u: out of memory at start", slot);
+		log_error("worker %u: out of memory at start", slot + 1);
 		return 2;
 	}
 	json_tokener_set_flags(w->tok, JSON_TOKENER_STRICT);
@@ -147,7 +147,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 
 	w->store = backend->open(w->base, scfg);
 	if (w->store == NULL) {
-		log_error("worker %u: cannot set up the store", slot);
+		log_error("worker %u: cannot set up the store", slot + 1);
 		return 2;
 	}
 	if (sse_start(w) == NULL)
@@ -166,7 +166,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	evhttp_set_timeout(w->http, 120);
 	w->bound = evhttp_accept_socket_with_handle(w->http, listen_fd);
 	if (w->bound == NULL) {
-		log_error("worker %u: cannot accept on the listening socket: %s", slot, strerror(errno));
+		log_error("worker %u: cannot accept on the listening socket: %s", slot + 1, strerror(errno));
 		return 2;
 	}
 
@@ -177,7 +177,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	w->ev_usr1 = evsignal_new(w->base, SIGUSR1, reload, w);
 	ticker = event_new(w->base, -1, EV_PERSIST, tick, w);
 	if (!w->ev_term || !w->ev_int || !w->ev_quit || !w->ev_hup || !w->ev_usr1 || !ticker) {
-		log_error("worker %u: cannot set up events", slot);
+		log_error("worker %u: cannot set up events", slot + 1);
 		return 2;
 	}
 	event_add(w->ev_term, NULL);
@@ -188,7 +188,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	event_add(ticker, &one_sec);
 
 	w->me->ready = 1;
-	log_debug("worker %u ready", slot);
+	log_debug("worker %u ready", slot + 1);
 	if (event_base_dispatch(w->base) < 0)
 		rc = 1;
 	w->me->ready = 0;
