@@ -10,13 +10,16 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
 #include "config.h"
 #include "evlib.h"
 #include "jsonw.h"
+#include "log.h"
 #include "shm.h"
+#include "store.h"
 #include "worker.h"
 
 bool
@@ -134,4 +137,63 @@ auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a)
 		return fail(a, 403, "AUTH_UNAUTHORIZED", "Token not authorized for namespace");
 	}
 	a->admin = strcmp(a->ns, "default") == 0;
+}
+
+struct autocreate {
+	struct worker *w;
+	auth_autocreate_cb done;
+	void *arg;
+	struct store_ns_create_req req;
+	char ns[SHM_NS_ID_MAX];
+	char hash[65];
+	char token[TOKEN_MAXLEN + 1];
+};
+
+static void
+autocreate_done(const struct store_reply *r, void *arg)
+{
+	struct autocreate *ac = arg;
+	uint8_t hash[32];
+	char msg[512];
+
+	/* Another worker may have created it a moment ago: that is fine too. */
+	if (r->status != ST_OK && r->status != ST_NS_EXISTS) {
+		snprintf(msg, sizeof(msg), "Failed to create namespace: %s", r->error ? r->error : "store error");
+		ac->done(ac->arg, NULL, msg);
+		free(ac);
+		return;
+	}
+	/* Test mode does not check hashes, so caching ours is right either way. */
+	digest_sha256(ac->token, strlen(ac->token), hash);
+	if (shm_ns_put(ac->w->shm, ac->ns, hash) != 0)
+		log_error("namespace table full: '%s' cannot be cached", ac->ns);
+	if (r->status == ST_OK)
+		log_info("namespace created in test mode namespace=%s", ac->ns);
+	ac->done(ac->arg, ac->token, NULL);
+	free(ac);
+}
+
+int
+auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_cb done, void *arg)
+{
+	struct autocreate *ac = calloc(1, sizeof(*ac));
+
+	if (ac == NULL)
+		return -1;
+	ac->w = w;
+	ac->done = done;
+	ac->arg = arg;
+	/* auth_check only marks ids that pass auth_valid_ns_id (<= 54 bytes). */
+	memcpy(ac->ns, a->ns, strnlen(a->ns, sizeof(ac->ns) - 1));
+	snprintf(ac->token, sizeof(ac->token), "%s", a->token);
+	digest_sha256_hex(ac->token, strlen(ac->token), ac->hash);
+	ac->req.id = ac->ns;
+	ac->req.token_hash = ac->hash;
+	ac->req.description = "Auto-created in test mode";
+	ac->req.created_at = now_unix_us() / 1000000;
+	if (w->store->ops->ns_create(w->store, &ac->req, autocreate_done, ac) != 0) {
+		free(ac);
+		return -1;
+	}
+	return 0;
 }

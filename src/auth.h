@@ -25,6 +25,17 @@ struct auth_result {
 };
 
 void auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a);
+
+/*
+ * Test mode (SPEC D2): creates the namespace of a well-formed token that
+ * auth_check marked autocreate, caches it in the shared table, then calls
+ * done(arg, token, NULL) — the caller adds X-EventoDB-Token: token to its
+ * reply and goes on — or done(arg, NULL, message) on a store error (answer
+ * 500 BACKEND_ERROR). Returns -1 without calling done when the store cannot
+ * take the request (answer 503).
+ */
+typedef void (*auth_autocreate_cb)(void *arg, const char *token, const char *error);
+int auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_cb done, void *arg);
 /* Validates a namespace id per SPEC D11. */
 bool auth_valid_ns_id(const char *id, size_t len);
 

@@ -84,10 +84,6 @@ struct import {
 	const char *err_code;
 	int64_t err_line;
 	char err_msg[600];
-	/* test mode: the token's namespace is created first */
-	struct store_ns_create_req nsc;
-	char hash[65];
-	char token[TOKEN_MAXLEN + 1];
 };
 
 static void process(struct import *imp);
@@ -784,27 +780,20 @@ begin(struct import *imp)
 }
 
 static void
-autocreate_done(const struct store_reply *r, void *arg)
+autocreated(void *arg, const char *token, const char *error)
 {
 	struct import *imp = arg;
-	uint8_t hash[32];
 
 	imp->busy = false;
 	if (imp->gone) {
 		imp_done(imp);
 		return;
 	}
-	/* another worker may have created it a moment ago: fine too */
-	if (r->status != ST_OK && r->status != ST_NS_EXISTS) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "Failed to create namespace: %s", r->error ? r->error : "store error");
-		reject(imp, 500, "BACKEND_ERROR", msg, NULL);
+	if (error != NULL) {
+		reject(imp, 500, "BACKEND_ERROR", error, NULL);
 		return;
 	}
-	digest_sha256(imp->token, strlen(imp->token), hash);
-	if (shm_ns_put(imp->w->shm, imp->ns, hash) != 0)
-		log_error("namespace table full: '%s' cannot be cached", imp->ns);
-	evhttp_add_header(evhttp_request_get_output_headers(imp->req), "X-EventoDB-Token", imp->token);
+	evhttp_add_header(evhttp_request_get_output_headers(imp->req), "X-EventoDB-Token", token);
 	begin(imp);
 }
 
@@ -866,13 +855,7 @@ import_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 		evhttp_connection_set_closecb(imp->conn, on_close, imp);
 	if (a.autocreate) {
 		/* test mode: create the token's namespace first (SPEC D2) */
-		snprintf(imp->token, sizeof(imp->token), "%s", a.token);
-		digest_sha256_hex(imp->token, strlen(imp->token), imp->hash);
-		imp->nsc.id = imp->ns;
-		imp->nsc.token_hash = imp->hash;
-		imp->nsc.description = "Auto-created in test mode";
-		imp->nsc.created_at = now_unix_us() / 1000000;
-		if (w->store->ops->ns_create(w->store, &imp->nsc, autocreate_done, imp) != 0) {
+		if (auth_autocreate(w, &a, autocreated, imp) != 0) {
 			reject(imp, 503, "BACKEND_UNAVAILABLE",
 			       "Database unavailable: no connection, or too many requests waiting", NULL);
 			return;

@@ -368,23 +368,13 @@ dispatch(struct rpc_ctx *c)
 }
 
 static void
-autocreate_done(const struct store_reply *r, void *arg)
+autocreated(void *arg, const char *token, const char *error)
 {
 	struct rpc_ctx *c = arg;
-	uint8_t hash[32];
 
-	/* Another worker may have created it a moment ago: that is fine too. */
-	if (r->status != ST_OK && r->status != ST_NS_EXISTS)
-		return rpc_fail_store(c, r, "Failed to create namespace");
-	/* Test mode does not check hashes, so caching ours is right either way. */
-	digest_sha256(c->token, strlen(c->token), hash);
-	if (shm_ns_put(c->w->shm, c->ns, hash) != 0)
-		log_error("namespace table full: '%s' cannot be cached", c->ns);
-	if (r->status == ST_OK)
-		log_info("namespace created in test mode namespace=%s", c->ns);
-	evhttp_add_header(evhttp_request_get_output_headers(c->req), "X-EventoDB-Token", c->token);
-	c->token[0] = '\0';
-	c->hash[0] = '\0';
+	if (error != NULL)
+		return rpc_fail(c, "BACKEND_ERROR", error, NULL);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "X-EventoDB-Token", token);
 	dispatch(c);
 }
 
@@ -519,14 +509,7 @@ rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 	}
 	if (a.autocreate) {
 		/* Test mode: create the token's namespace first (SPEC D2). */
-		memcpy(c->token, a.token, sizeof(a.token) < sizeof(c->token) ? sizeof(a.token) : sizeof(c->token));
-		c->token[sizeof(c->token) - 1] = '\0';
-		digest_sha256_hex(c->token, strlen(c->token), c->hash);
-		c->u.nsc.id = c->ns;
-		c->u.nsc.token_hash = c->hash;
-		c->u.nsc.description = "Auto-created in test mode";
-		c->u.nsc.created_at = now_unix_us() / 1000000;
-		if (w->store->ops->ns_create(w->store, &c->u.nsc, autocreate_done, c) != 0)
+		if (auth_autocreate(w, &a, autocreated, c) != 0)
 			rpc_fail_busy(c);
 		return;
 	}

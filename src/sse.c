@@ -945,32 +945,14 @@ sub_register(struct sse_sub *sub)
 	}
 }
 
-struct autocreate {
-	struct sse_sub *sub;
-	struct store_ns_create_req r;
-	char hash[65];
-	char token[TOKEN_MAXLEN + 1];
-};
-
 static void
-autocreate_done(const struct store_reply *r, void *arg)
+autocreated(void *arg, const char *token, const char *error)
 {
-	struct autocreate *ac = arg;
-	struct sse_sub *sub = ac->sub;
-	uint8_t hash[32];
+	struct sse_sub *sub = arg;
 
-	/* Another worker may have created it a moment ago: fine too. */
-	if (r->status != ST_OK && r->status != ST_NS_EXISTS) {
-		char msg[256];
-		snprintf(msg, sizeof(msg), "Failed to create namespace: %s", r->error ? r->error : "store error");
-		free(ac);
-		return reply_error(sub, 500, "BACKEND_ERROR", msg, NULL);
-	}
-	digest_sha256(ac->token, strlen(ac->token), hash);
-	if (shm_ns_put(sub->sse->w->shm, sub->ns, hash) != 0)
-		log_error("namespace table full: '%s' cannot be cached", sub->ns);
-	evhttp_add_header(evhttp_request_get_output_headers(sub->req), "X-EventoDB-Token", ac->token);
-	free(ac);
+	if (error != NULL)
+		return reply_error(sub, 500, "BACKEND_ERROR", error, NULL);
+	evhttp_add_header(evhttp_request_get_output_headers(sub->req), "X-EventoDB-Token", token);
 	sub_register(sub);
 }
 
@@ -1146,20 +1128,7 @@ sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 
 	if (a.autocreate) {
 		/* Test mode: the token's namespace is created first (SPEC D2). */
-		struct autocreate *ac = calloc(1, sizeof(*ac));
-		if (ac == NULL) {
-			sub_free(sub);
-			return http_send_error(w, req, 500, "INTERNAL_ERROR", "out of memory", NULL, start_us);
-		}
-		ac->sub = sub;
-		snprintf(ac->token, sizeof(ac->token), "%s", a.token);
-		digest_sha256_hex(ac->token, strlen(ac->token), ac->hash);
-		ac->r.id = sub->ns;
-		ac->r.token_hash = ac->hash;
-		ac->r.description = "Auto-created in test mode";
-		ac->r.created_at = now_unix_us() / 1000000;
-		if (w->store->ops->ns_create(w->store, &ac->r, autocreate_done, ac) != 0) {
-			free(ac);
+		if (auth_autocreate(w, &a, autocreated, sub) != 0) {
 			sub_free(sub);
 			return http_send_error(w, req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL, start_us);
 		}
