@@ -517,44 +517,57 @@ category_sql(int f, char *buf, size_t cap)
 	snprintf(buf + n, cap - n, " ORDER BY global_position LIMIT ?%d", k);
 }
 
-/* Statement i of h, prepared on first use; NULL with op's status set. */
+/* *slot, prepared from sql on db at first use; NULL with op's status set.
+ * The namespace handles and the registry keep their statements this way. */
 static sqlite3_stmt *
-ns_stmt(struct sq_ns *h, int i, struct sq_op *op)
+cached_stmt(sqlite3 *db, sqlite3_stmt **slot, const char *sql, struct sq_op *op)
 {
-	char buf[1024];
-	const char *sql = buf;
 	int rc;
 
-	if (h->q[i] != NULL)
-		return h->q[i];
-	if (i >= Q_CATEGORY)
-		category_sql(i - Q_CATEGORY, buf, sizeof(buf));
-	else
-		sql = q_sql[i];
-	rc = sqlite3_prepare_v3(h->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &h->q[i], NULL);
+	if (*slot != NULL)
+		return *slot;
+	rc = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
 	if (rc != SQLITE_OK) {
-		op_dberr(op, h->db, rc);
-		h->q[i] = NULL;
-		return NULL;
+		op_dberr(op, db, rc);
+		*slot = NULL;
 	}
-	return h->q[i];
+	return *slot;
 }
 
 /* Runs a statement without rows (BEGIN, COMMIT, ROLLBACK); 0 or -1 with
  * op's status set. */
 static int
-ns_run(struct sq_ns *h, int i, struct sq_op *op)
+run_stmt(sqlite3 *db, sqlite3_stmt *q, struct sq_op *op)
 {
-	sqlite3_stmt *q = ns_stmt(h, i, op);
 	int rc;
 
 	if (q == NULL)
 		return -1;
 	rc = sqlite3_step(q);
 	if (rc != SQLITE_DONE)
-		op_dberr(op, h->db, rc);
+		op_dberr(op, db, rc);
 	sqlite3_reset(q);
 	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Statement i of h, prepared on first use; NULL with op's status set. */
+static sqlite3_stmt *
+ns_stmt(struct sq_ns *h, int i, struct sq_op *op)
+{
+	char buf[1024];
+
+	if (h->q[i] != NULL)
+		return h->q[i];
+	if (i < Q_CATEGORY)
+		return cached_stmt(h->db, &h->q[i], q_sql[i], op);
+	category_sql(i - Q_CATEGORY, buf, sizeof(buf));
+	return cached_stmt(h->db, &h->q[i], buf, op);
+}
+
+static int
+ns_run(struct sq_ns *h, int i, struct sq_op *op)
+{
+	return run_stmt(h->db, ns_stmt(h, i, op), op);
 }
 
 /* Ends an open transaction without changes (keeps op's status). */
@@ -581,31 +594,13 @@ reg_get(struct sq_store *st, struct sq_op *op)
 static sqlite3_stmt *
 reg_stmt(struct sq_store *st, int i, struct sq_op *op)
 {
-	int rc;
-
-	if (st->rq[i] != NULL)
-		return st->rq[i];
-	rc = sqlite3_prepare_v3(st->reg, r_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->rq[i], NULL);
-	if (rc != SQLITE_OK) {
-		op_dberr(op, st->reg, rc);
-		st->rq[i] = NULL;
-	}
-	return st->rq[i];
+	return cached_stmt(st->reg, &st->rq[i], r_sql[i], op);
 }
 
 static int
 reg_run(struct sq_store *st, int i, struct sq_op *op)
 {
-	sqlite3_stmt *q = reg_stmt(st, i, op);
-	int rc;
-
-	if (q == NULL)
-		return -1;
-	rc = sqlite3_step(q);
-	if (rc != SQLITE_DONE)
-		op_dberr(op, st->reg, rc);
-	sqlite3_reset(q);
-	return rc == SQLITE_DONE ? 0 : -1;
+	return run_stmt(st->reg, reg_stmt(st, i, op), op);
 }
 
 static void
