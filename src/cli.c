@@ -73,6 +73,40 @@ cli_flags_parse(const struct cli_flag *flags, int argc, char **argv, char *err, 
 	return 0;
 }
 
+bool
+cli_start(const struct cli_flag *flags, void (*usage)(FILE *), int argc, char **argv, int *exit_code)
+{
+	char err[512];
+	int rc = cli_flags_parse(flags, argc, argv, err, sizeof(err));
+
+	if (rc == 1) {
+		usage(stdout);
+		*exit_code = 0;
+		return true;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "%s\n", err);
+		usage(stderr);
+		*exit_code = 2;
+		return true;
+	}
+	return false;
+}
+
+int
+cli_require_target(const char *url, const char *token, struct cli_url *u, char *err, size_t errlen)
+{
+	if (url == NULL || *url == '\0') {
+		snprintf(err, errlen, "--url is required");
+		return -1;
+	}
+	if (token == NULL || *token == '\0') {
+		snprintf(err, errlen, "--token is required");
+		return -1;
+	}
+	return cli_url_parse(url, u, err, errlen);
+}
+
 void
 cli_flags_usage(FILE *out, const struct cli_flag *flags)
 {

@@ -36,6 +36,10 @@ struct cli_flag {
  * message in err. */
 int cli_flags_parse(const struct cli_flag *flags, int argc, char **argv, char *err, size_t errlen);
 void cli_flags_usage(FILE *out, const struct cli_flag *flags);
+/* Every command's start: parses the flags; -h/--help prints usage on stdout
+ * (*exit_code 0), a bad flag prints the error and usage on stderr
+ * (*exit_code 2). Returns true when the command must stop with *exit_code. */
+bool cli_start(const struct cli_flag *flags, void (*usage)(FILE *), int argc, char **argv, int *exit_code);
 
 /* ---- URLs and connections ------------------------------------------------ */
 
@@ -48,6 +52,8 @@ struct cli_url {
 
 /* http://host[:port][/base]; 0, or -1 with a message in err. */
 int cli_url_parse(const char *url, struct cli_url *u, char *err, size_t errlen);
+/* --url and --token given, the URL parsed into u; 0, or -1 with err. */
+int cli_require_target(const char *url, const char *token, struct cli_url *u, char *err, size_t errlen);
 
 struct cli_conn {
 	int fd;

@@ -289,31 +289,14 @@ int
 cli_export_main(int argc, char **argv)
 {
 	struct exporter x;
-	char err[512];
 	char *cats = NULL;
 	int rc;
 
 	memset(&x, 0, sizeof(x));
 	x.fd = -1;
-	rc = cli_flags_parse(export_flags, argc, argv, err, sizeof(err));
-	if (rc == 1) {
-		usage(stdout);
-		return 0;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "%s\n", err);
-		usage(stderr);
-		return 2;
-	}
-	if (f_url == NULL || *f_url == '\0') {
-		snprintf(x.err, sizeof(x.err), "--url is required");
-		goto fail;
-	}
-	if (f_token == NULL || *f_token == '\0') {
-		snprintf(x.err, sizeof(x.err), "--token is required");
-		goto fail;
-	}
-	if (cli_url_parse(f_url, &x.url, x.err, sizeof(x.err)) != 0)
+	if (cli_start(export_flags, usage, argc, argv, &rc))
+		return rc;
+	if (cli_require_target(f_url, f_token, &x.url, x.err, sizeof(x.err)) != 0)
 		goto fail;
 	x.token = f_token;
 	if (f_since != NULL && *f_since != '\0') {

@@ -273,25 +273,9 @@ cli_import_main(int argc, char **argv)
 
 	memset(&up, 0, sizeof(up));
 	up.fd = -1;
-	rc = cli_flags_parse(import_flags, argc, argv, err, sizeof(err));
-	if (rc == 1) {
-		usage(stdout);
-		return 0;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "%s\n", err);
-		usage(stderr);
-		return 2;
-	}
-	if (f_url == NULL || *f_url == '\0') {
-		snprintf(err, sizeof(err), "--url is required");
-		goto fail;
-	}
-	if (f_token == NULL || *f_token == '\0') {
-		snprintf(err, sizeof(err), "--token is required");
-		goto fail;
-	}
-	if (cli_url_parse(f_url, &url, err, sizeof(err)) != 0)
+	if (cli_start(import_flags, usage, argc, argv, &rc))
+		return rc;
+	if (cli_require_target(f_url, f_token, &url, err, sizeof(err)) != 0)
 		goto fail;
 	if (f_force && !confirmed()) {
 		fprintf(stderr, "Import cancelled.\n");
