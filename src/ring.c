@@ -19,9 +19,19 @@
  *
  * Wake-ups: each worker has an eventfd and two flags. `interested` is set
  * while it has subscribers (writers skip the others); `signaled` makes the
- * eventfd write happen once per batch: a writer writes the eventfd only when
- * it flips signaled 0 -> 1, and the reader clears it before reading the
- * ring (sequentially consistent on both sides, so an append is never missed).
+ * eventfd write happen once per batch: a writer appends, then writes the
+ * eventfd only when it flips signaled 0 -> 1. The reader (ring_ack) first
+ * drains the eventfd, then clears signaled, then reads the ring; all three
+ * steps and the writer's exchange are sequentially consistent. Invariant:
+ * while signaled is 1, either the eventfd holds a count or the reader is
+ * between its drain and its clear (and reads the ring after the clear).
+ * A writer that flips signaled before the reader's clear appended before
+ * it, so the reader's ring read sees the entry; one that flips it after the
+ * clear writes the eventfd, so the reader wakes again. (Clearing first and
+ * draining second would lose a wake-up: a writer's 0 -> 1 flip and eventfd
+ * write landing between the two steps is drained away, leaving signaled at
+ * 1 with the eventfd empty, and no writer would ever wake that worker
+ * again.) The cost is at most one spurious wake-up.
  *
  * Stream index: 4-way buckets keyed by (namespace generation, stream hash),
  * each slot under a seqlock for lock-free reads; writers take one of 64
@@ -439,9 +449,10 @@ ring_ack(struct shm *s, uint32_t slot)
 	struct ring_worker *w = &hdr(s)->workers[slot];
 	uint64_t v;
 
-	STORE(&w->signaled, 0);
+	/* Drain first, then clear: see the comment at the top of the file. */
 	while (read(w->efd, &v, sizeof(v)) == (ssize_t)sizeof(v))
 		;
+	STORE(&w->signaled, 0);
 }
 
 static enum ring_read_result

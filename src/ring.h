@@ -80,7 +80,8 @@ int ring_eventfd(struct shm *s, uint32_t slot);
 /* Marks the worker (un)interested. Turning interest on moves the cursor to
  * the head: subscribers registered from now on catch up from the database. */
 void ring_interest(struct shm *s, uint32_t slot, bool on, struct ring_cursor *cur);
-/* Clears the wake-up (call before ring_read, so no append is missed). */
+/* Takes the wake-up: drains the eventfd, then clears the flag (call before
+ * ring_read, so no append is missed and no later one goes unsignaled). */
 void ring_ack(struct shm *s, uint32_t slot);
 /* Calls fn for every entry after the cursor. On RING_OVERRUN or RING_RESYNC
  * the cursor is moved to the head and the caller recovers from the database. */

@@ -127,6 +127,36 @@ def pid_alive(pid):
     return state not in ("Z", "X")
 
 
+def socket_owner(sock, server_port, pids):
+    """The pid (of pids) that holds the server side of the connected TCP socket sock (a client
+    socket to 127.0.0.1:server_port): found through /proc/net/tcp and /proc/PID/fd."""
+    lport = sock.getsockname()[1]
+    want_local = "0100007F:%04X" % server_port
+    want_remote = "0100007F:%04X" % lport
+    inode = None
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[1] == want_local and parts[2] == want_remote:
+                inode = parts[9]
+                break
+    if inode is None:
+        return None
+    target = "socket:[%s]" % inode
+    for pid in pids:
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                try:
+                    if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == target:
+                        return pid
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return None
+
+
 def child_pids(pid):
     """Direct children of pid (via /proc/<pid>/task/*/children, else pgrep -P)."""
     kids = set()

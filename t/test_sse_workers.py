@@ -156,6 +156,109 @@ class TestAcrossWorkers(harness.TestCase):
                 c.close()
             srv.stop()
 
+    def test_no_lost_wakeup_when_writes_come_from_other_workers(self):
+        """Regression for a lost wake-up in the ring's eventfd protocol: a worker whose
+        subscribers are fed only by other workers' writes must never stop being woken. For each
+        worker in turn, writes go only through connections held by the other workers (found from
+        the socket's owner), several at once, for hundreds of rounds; every round's pokes must
+        reach every subscriber on that worker."""
+        nworkers, rounds_per_worker = 4, 150
+        srv = harness.Server(name="wakeup", workers=nworkers).start()
+        subs, conns = [], []
+        try:
+            ns, tok = srv.create_namespace()
+            self.assertTrue(harness.wait_until(lambda: srv.call("sys.health")["workers"] == nworkers, 10))
+            by_slot = defaultdict(list)
+            for _ in range(400):  # the kernel spreads accepts unevenly: keep one or two per worker
+                c = subscribe(srv, {"all": "true"}, token=tok)
+                self.assertEqual(c.status, 200)
+                slot = int(c.headers["x-eventodb-worker"])
+                if len(by_slot[slot]) >= 2:
+                    c.close()
+                    continue
+                subs.append(c)
+                by_slot[slot].append(c)
+                if len(by_slot) == nworkers:
+                    break
+            for c in subs:
+                self.assertTrue(c.wait_ready(10))
+            self.assertEqual(len(by_slot), nworkers, "subscribers did not land on every worker")
+            pids = {worker_pid(srv, k): k for k in range(1, nworkers + 1)}
+            conn_slot = defaultdict(list)
+            for _ in range(400):
+                hc = srv.connection()
+                hc.connect()
+                conns.append(hc)
+                r = srv.rpc("sys.version", token=tok, conn=hc)
+                self.assertEqual(r.status, 200)
+                owner = harness.socket_owner(hc.sock, srv.port, list(pids))
+                if owner in pids and not conn_slot[pids[owner]]:
+                    conn_slot[pids[owner]].append(hc)
+                else:
+                    hc.close()
+                if len(conn_slot) == nworkers:
+                    break
+            self.assertEqual(len(conn_slot), nworkers, "writer connections did not land on every worker")
+            missed = []
+            sent = defaultdict(int)  # per subscriber slot: pokes every subscriber must have
+            for target in range(1, nworkers + 1):
+                writers = [(k, conn_slot[k][0]) for k in conn_slot if k != target]
+                barrier = threading.Barrier(len(writers) + 1)
+                stop = threading.Event()
+                errors = []
+
+                def write_rounds(k, hc):
+                    s = "%s-%d" % (unique("wk"), k)
+                    try:
+                        while True:
+                            barrier.wait()
+                            if stop.is_set():
+                                return
+                            r = srv.rpc("stream.write", s, MSG, token=tok, conn=hc)
+                            if r.status != 200:
+                                errors.append(r)
+                            barrier.wait()
+                    except threading.BrokenBarrierError:
+                        pass
+
+                ts = [threading.Thread(target=write_rounds, args=w) for w in writers]
+                for t in ts:
+                    t.start()
+                try:
+                    for rnd in range(rounds_per_worker):
+                        barrier.wait(30)  # go
+                        barrier.wait(30)  # every write of the round answered
+                        for slot in by_slot:
+                            sent[slot] += len(writers)
+                        deadline = time.monotonic() + 2
+                        for c in by_slot[target]:
+                            left = max(deadline - time.monotonic(), 0.01)
+                            if not c.wait(lambda c=c: len(c.pokes) >= sent[target], left):
+                                missed.append((target, rnd, len(c.pokes), sent[target]))
+                        if len(missed) > 10:
+                            break
+                    stop.set()
+                    barrier.wait(30)
+                finally:
+                    barrier.abort()
+                    for t in ts:
+                        t.join(30)
+                self.assertEqual(errors, [])
+            self.assertEqual(missed, [], "subscribers missed pokes: (worker, round, got, want)")
+            # nothing was delivered twice either
+            for slot, cs in by_slot.items():
+                for c in cs:
+                    c.wait(lambda c=c: len(c.pokes) >= sent[slot], 5)
+                    got = [(p["stream"], p["position"]) for p in c.pokes]
+                    self.assertEqual(len(got), len(set(got)), "duplicate pokes on worker %d" % slot)
+                    self.assertEqual(len(got), sent[slot])
+        finally:
+            for c in subs:
+                c.close()
+            for hc in conns:
+                hc.close()
+            srv.stop()
+
     def test_poke_from_a_stopped_worker_s_peer(self):
         """Deterministic cross-worker delivery: the subscriber's worker is stopped while another
         worker takes the writes; once it runs again the pokes arrive."""
@@ -206,8 +309,9 @@ class TestAcrossWorkers(harness.TestCase):
             cat_sub.wait_pokes(per * len(streams), 10)
             time.sleep(0.05)
             self.assertEqual(sorted(pairs(cat_sub)), sorted((s, p) for s in streams for p in range(per)))
+            # An overrun, or a resync that raced it, made the stopped worker catch up from the
+            # database (either way the counter moves; which log line appeared does not matter).
             self.assertGreaterEqual(stats(srv)["sse_resyncs"], 1, "the stopped worker was not overrun")
-            self.assertIn("overrun by the write ring", srv.output())
         finally:
             if pid:
                 os.kill(pid, signal.SIGCONT)
