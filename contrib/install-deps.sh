@@ -6,6 +6,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential autoconf automake pkg-config \
-	libevent-dev libpq-dev libjson-c-dev libssl-dev libsqlite3-dev zlib1g-dev check \
+	libevent-dev libhttp-parser-dev libpq-dev libjson-c-dev libssl-dev libsqlite3-dev zlib1g-dev check \
 	libsystemd-dev libgoogle-perftools-dev \
 	postgresql postgresql-contrib python3 ca-certificates curl >/dev/null

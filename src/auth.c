@@ -7,8 +7,6 @@
  */
 #include "autoconf.h"
 
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +14,7 @@
 #include "auth.h"
 #include "config.h"
 #include "evlib.h"
+#include "http.h"
 #include "jsonw.h"
 #include "log.h"
 #include "shm.h"
@@ -68,35 +67,35 @@ as_default(struct auth_result *a)
 }
 
 void
-auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a)
+auth_check(struct worker *w, struct http_req *req, struct auth_result *a)
 {
 	bool test = w->cfg->test_mode;
 
 	char tokbuf[TOKEN_MAXLEN + 64];
-	const char *tok = NULL, *query, *hdr;
+	const char *tok = NULL, *hdr;
 	char perr[160];
 	uint8_t want[32], got[32];
-	size_t toklen;
+	size_t toklen, qlen;
 
 	memset(a, 0, sizeof(*a));
 
-	/* ?token= wins when non-empty, on every path. */
-	query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-	if (query != NULL && strstr(query, "token=") != NULL) {
-		struct evkeyvalq q;
-		if (evhttp_parse_query_str(query, &q) == 0) {
-			const char *v = evhttp_find_header(&q, "token");
-			if (v != NULL && *v != '\0') {
-				snprintf(tokbuf, sizeof(tokbuf), "%s", v);
-				tok = tokbuf;
-			}
-			evhttp_clear_headers(&q);
-		}
+	/* ?token= wins when non-empty, on every path; one that does not fit
+	 * any token is taken as unparseable. */
+	switch (http_req_param(req, "token", tokbuf, sizeof(tokbuf), &qlen)) {
+	case 1:
+		tok = tokbuf;
+		break;
+	case -1:
+		tokbuf[0] = '\0';
+		tok = tokbuf;
+		break;
+	default:
+		break;
 	}
 	if (tok == NULL) {
-		hdr = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-		/* libevent trims trailing blanks, so "Bearer " arrives as "Bearer". */
-		bool empty = hdr != NULL && (strcmp(hdr, "Bearer") == 0 || strcmp(hdr, "Bearer ") == 0);
+		hdr = http_req_header(req, "Authorization");
+		/* values arrive trimmed, so "Bearer " is "Bearer" */
+		bool empty = hdr != NULL && strcmp(hdr, "Bearer") == 0;
 		if (test && (hdr == NULL || empty || strncmp(hdr, "Bearer ", 7) != 0))
 			return as_default(a);
 		if (hdr == NULL)
@@ -193,6 +192,27 @@ auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_c
 	ac->req.created_at = now_unix_us() / 1000000;
 	if (w->store->ops->ns_create(w->store, &ac->req, autocreate_done, ac) != 0) {
 		free(ac);
+		return -1;
+	}
+	return 0;
+}
+
+int
+auth_require_admin(struct worker *w, struct http_req *req)
+{
+	struct auth_result a;
+
+	if (http_req_listener(req) == HTTP_LISTENER_ADMIN)
+		return 0;
+	auth_check(w, req, &a);
+	if (a.status == 0 && !a.admin) {
+		a.status = 403;
+		a.code = "AUTH_UNAUTHORIZED";
+		a.message = "Admin token required";
+		a.details[0] = '\0';
+	}
+	if (a.status != 0) {
+		http_send_error(req, a.status, a.code, a.message, a.details);
 		return -1;
 	}
 	return 0;

@@ -8,7 +8,7 @@
 
 #include "evlib.h"
 
-struct evhttp_request;
+struct http_req;
 struct worker;
 
 struct auth_result {
@@ -24,7 +24,11 @@ struct auth_result {
 	char token[TOKEN_MAXLEN + 1];
 };
 
-void auth_check(struct worker *w, struct evhttp_request *req, struct auth_result *a);
+void auth_check(struct worker *w, struct http_req *req, struct auth_result *a);
+/* Admin-only endpoints (/debug/..., /metrics; SPEC D9, D23): on the admin
+ * listener no token is needed; on the public port the admin token is.
+ * 0 to go on, or -1 after answering 401/403. */
+int auth_require_admin(struct worker *w, struct http_req *req);
 
 /*
  * Test mode (SPEC D2): creates the namespace of a well-formed token that

@@ -12,9 +12,13 @@
 #include <stdio.h>
 
 struct config {
+	char *access_log;
+	char *admin_listen;
+	bool admin_listen_any;
 	char *config_file;
 	char *data_dir;
 	char *group;
+	int64_t idle_timeout;
 	char *db_type;
 	char *db_url;
 	int64_t db_pool_size;
@@ -24,11 +28,14 @@ struct config {
 	char *log_level;
 	int64_t max_batch_size;
 	int64_t max_body;
+	int64_t max_connections;
+	int64_t max_header_size;
 	int64_t max_message;
 	int64_t max_subscriptions;
 	bool pg_notify;
 	char *pidfile;
 	int64_t port;
+	int64_t read_timeout;
 	int64_t shutdown_timeout;
 	int64_t sse_buffer;
 	int64_t sse_keepalive;

@@ -1,28 +1,31 @@
 /*
- * HTTP plumbing: the router that every request enters through, JSON replies
- * and error bodies, pooled response buffers, and request accounting (stats
- * counters, the latency histogram and the request log line).
+ * Replies built on the connection layer: JSON, error and text bodies, the
+ * pooled response buffers, request accounting (stats counters, the latency
+ * histogram) and the access log; and the one query-string parser every
+ * endpoint uses.
  */
 #include "autoconf.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "auth.h"
+#include "conn.h"
 #include "evlib.h"
 #include "http.h"
-#include "import.h"
 #include "jsonw.h"
 #include "log.h"
-#include "ring.h"
-#include "rpc.h"
+#include "pool.h"
+#include "resp.h"
 #include "shm.h"
-#include "sse.h"
+#include "wbuf.h"
 #include "worker.h"
+
+/* ---- pooled responses ------------------------------------------------------ */
 
 struct resp *
 resp_get(struct worker *w)
@@ -31,14 +34,9 @@ resp_get(struct worker *w)
 
 	if (r == NULL)
 		return NULL;
-	if (r->magic != RESP_MAGIC) { /* fresh object from malloc (zeroed) */
-		r->buf = evbuffer_new();
-		if (r->buf == NULL) {
-			pool_put(&w->resp_pool, r);
-			return NULL;
-		}
-		r->magic = RESP_MAGIC;
-	}
+	r->magic = RESP_MAGIC;
+	r->buf.len = 0;
+	r->buf.failed = false;
 	return r;
 }
 
@@ -47,9 +45,7 @@ resp_free(void *obj)
 {
 	struct resp *r = obj;
 
-	if (r->buf != NULL)
-		evbuffer_free(r->buf);
-	r->buf = NULL;
+	wb_free(&r->buf);
 	r->magic = 0;
 }
 
@@ -60,9 +56,12 @@ resp_put(struct worker *w, struct resp *r)
 		return;
 	if (r->magic != RESP_MAGIC)
 		abort();
-	evbuffer_drain(r->buf, evbuffer_get_length(r->buf));
+	/* one huge reply must not pin its memory in the pool */
+	wb_reset(&r->buf, RESP_KEEP);
 	pool_put(&w->resp_pool, r);
 }
+
+/* ---- statuses and bodies ----------------------------------------------------- */
 
 int
 http_status_for(const char *code)
@@ -76,6 +75,9 @@ http_status_for(const char *code)
 		{"NAMESPACE_NOT_FOUND", 404}, {"NOT_FOUND", 404}, {"STREAM_VERSION_CONFLICT", 409},
 		{"NAMESPACE_EXISTS", 409}, {"MESSAGE_EXISTS", 409}, {"BODY_TOO_LARGE", 413},
 		{"MESSAGE_TOO_LARGE", 413}, {"BACKEND_UNAVAILABLE", 503}, {"TOO_MANY_REQUESTS", 429},
+		{"REQUEST_TIMEOUT", 408}, {"LENGTH_REQUIRED", 411}, {"URI_TOO_LONG", 414},
+		{"HEADERS_TOO_LARGE", 431}, {"NOT_IMPLEMENTED", 501}, {"HTTP_VERSION_NOT_SUPPORTED", 505},
+		{"TOO_MANY_CONNECTIONS", 503},
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
@@ -85,7 +87,7 @@ http_status_for(const char *code)
 }
 
 void
-http_error_body(struct evbuffer *b, const char *code, const char *message, const char *details)
+http_error_body(struct wbuf *b, const char *code, const char *message, const char *details)
 {
 	jw_lit(b, "{\"error\":{\"code\":");
 	jw_cstr(b, code);
@@ -98,11 +100,58 @@ http_error_body(struct evbuffer *b, const char *code, const char *message, const
 	jw_lit(b, "}}\n");
 }
 
-static void
-account(struct worker *w, int status, int64_t start_us)
+void
+http_send_json(struct http_req *req, int status, struct wbuf *body)
 {
-	struct stats *st = &w->me->st;
-	int64_t us = start_us > 0 ? now_unix_us() - start_us : 0;
+	if (body->failed) {
+		static const char oom[] = "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"Out of memory\"}}\n";
+		http_send(req, 500, "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	http_send(req, status, "application/json", body->p, body->len);
+}
+
+void
+http_send_error(struct http_req *req, int status, const char *code, const char *message, const char *details)
+{
+	struct worker *w = http_req_worker(req);
+	struct resp *r = resp_get(w);
+
+	if (r == NULL) {
+		static const char oom[] = "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"Out of memory\"}}\n";
+		http_send(req, 500, "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	http_error_body(&r->buf, code, message, details);
+	http_send_json(req, status, &r->buf);
+	resp_put(w, r);
+}
+
+void
+http_send_text(struct http_req *req, int status, const char *text)
+{
+	struct worker *w = http_req_worker(req);
+	struct resp *r = resp_get(w);
+
+	if (r == NULL) {
+		http_send(req, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
+		return;
+	}
+	/* Go's http.Error: the text, a newline, nosniff. */
+	wb_add(&r->buf, text, strlen(text));
+	wb_lit(&r->buf, "\n");
+	http_add_header(req, "X-Content-Type-Options", "nosniff");
+	http_send(req, status, "text/plain; charset=utf-8", r->buf.p, r->buf.len);
+	resp_put(w, r);
+}
+
+/* ---- accounting ------------------------------------------------------------------- */
+
+void
+http_account_head(struct http_req *req, int status)
+{
+	struct stats *st = &http_req_worker(req)->me->st;
+	int64_t us = now_unix_us() - http_req_start_us(req);
 
 	if (status < 300)
 		st->http_2xx++;
@@ -110,8 +159,6 @@ account(struct worker *w, int status, int64_t start_us)
 		st->http_4xx++;
 	else
 		st->http_5xx++;
-	if (start_us <= 0)
-		return;
 	if (us <= 1000)
 		st->latency_le_1ms++;
 	else if (us <= 5000)
@@ -126,199 +173,266 @@ account(struct worker *w, int status, int64_t start_us)
 		st->latency_gt_500ms++;
 }
 
+/* The access log: one nginx-style line per request, buffered per worker. */
+static struct {
+	char *dest; /* "-" = stderr, else a path; NULL = off */
+	int fd;
+	struct wbuf buf;
+	time_t sec;
+	char stamp[40];
+} alog = {NULL, -1, {NULL, 0, 0, false}, 0, ""};
+
+#define ALOG_FLUSH_AT (32 * 1024)
+
+int
+http_access_log_open(const char *dest)
+{
+	if (dest == NULL || dest[0] == '\0' || strcmp(dest, "off") == 0)
+		return 0;
+	free(alog.dest);
+	alog.dest = strdup(dest);
+	if (alog.dest == NULL)
+		return -1;
+	if (strcmp(dest, "-") == 0) {
+		alog.fd = STDERR_FILENO;
+		return 0;
+	}
+	alog.fd = open(dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	return alog.fd < 0 ? -1 : 0;
+}
+
+void
+http_access_log_flush(void)
+{
+	size_t off = 0;
+
+	while (alog.fd >= 0 && off < alog.buf.len) {
+		ssize_t n = write(alog.fd, alog.buf.p + off, alog.buf.len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	alog.buf.len = 0;
+}
+
+void
+http_access_log_reopen(void)
+{
+	int fd;
+
+	if (alog.dest == NULL || strcmp(alog.dest, "-") == 0)
+		return;
+	http_access_log_flush();
+	fd = open(alog.dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		log_error("cannot reopen the access log %s: %s", alog.dest, strerror(errno));
+		return;
+	}
+	if (alog.fd >= 0 && alog.fd != STDERR_FILENO)
+		close(alog.fd);
+	alog.fd = fd;
+}
+
+void
+http_access_log_close(void)
+{
+	http_access_log_flush();
+	if (alog.fd >= 0 && alog.fd != STDERR_FILENO)
+		close(alog.fd);
+	alog.fd = -1;
+	wb_free(&alog.buf);
+	free(alog.dest);
+	alog.dest = NULL;
+}
+
+/* Appends s with control characters, quotes and backslashes escaped
+ * (nginx's escape=default), so a client cannot forge a line. */
 static void
-log_request(struct evhttp_request *req, int status, int64_t start_us)
+alog_text(const char *s, size_t max)
 {
-	enum log_level lvl = status >= 500 ? LVL_ERROR : LVL_INFO;
-	static const char *const names[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH"};
-	enum evhttp_cmd_type cmd;
-	const char *m = "?";
+	static const char hexd[] = "0123456789ABCDEF";
+	size_t run = 0, i;
 
-	if (start_us <= 0 || !log_enabled(lvl))
+	if (s == NULL || *s == '\0') {
+		wb_lit(&alog.buf, "-");
 		return;
-	cmd = evhttp_request_get_command(req);
-	for (int i = 0; i < 9; i++)
-		if ((int)cmd == 1 << i)
-			m = names[i];
-	log_msg(lvl, "HTTP request method=%s path=%s status=%d duration=%.3fms", m,
-	        evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)) ?: "", status,
-	        (double)(now_unix_us() - start_us) / 1000.0);
+	}
+	for (i = 0; s[i] != '\0' && i < max; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		char esc[4];
+
+		if (ch >= 0x20 && ch != 0x7f && ch != '"' && ch != '\\')
+			continue;
+		wb_add(&alog.buf, s + run, i - run);
+		esc[0] = '\\';
+		esc[1] = 'x';
+		esc[2] = hexd[ch >> 4];
+		esc[3] = hexd[ch & 15];
+		wb_add(&alog.buf, esc, 4);
+		run = i + 1;
+	}
+	wb_add(&alog.buf, s + run, i - run);
 }
 
+/* The query with every token parameter's value hidden: tokens are never logged. */
 static void
-send_with_type(struct worker *w, struct evhttp_request *req, int status, struct evbuffer *body,
-               const char *ctype, int64_t start_us)
+alog_query(const char *q)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	const char *reason;
+	char tmp[2048];
+	size_t o = 0;
 
-	evhttp_add_header(h, "Content-Type", ctype);
-	evhttp_add_header(h, "Server", HTTP_SERVER_HEADER);
-	switch (status) {
-	case 200: reason = "OK"; break;
-	case 400: reason = "Bad Request"; break;
-	case 401: reason = "Unauthorized"; break;
-	case 403: reason = "Forbidden"; break;
-	case 404: reason = "Not Found"; break;
-	case 405: reason = "Method Not Allowed"; break;
-	case 409: reason = "Conflict"; break;
-	case 413: reason = "Request Entity Too Large"; break;
-	case 429: reason = "Too Many Requests"; break;
-	case 501: reason = "Not Implemented"; break;
-	case 503: reason = "Service Unavailable"; break;
-	default: reason = status >= 500 ? "Internal Server Error" : "Error";
+	for (const char *p = q; *p != '\0' && o + 16 < sizeof(tmp);) {
+		const char *amp = strchr(p, '&');
+		size_t n = amp != NULL ? (size_t)(amp - p) : strlen(p);
+
+		if (o > 0)
+			tmp[o++] = '&';
+		if (n >= 6 && strncmp(p, "token=", 6) == 0) {
+			memcpy(tmp + o, "token=-", 7);
+			o += 7;
+		} else {
+			if (n > sizeof(tmp) - o - 16)
+				n = sizeof(tmp) - o - 16;
+			memcpy(tmp + o, p, n);
+			o += n;
+		}
+		p += n;
+		if (*p == '&')
+			p++;
 	}
-	account(w, status, start_us);
-	log_request(req, status, start_us);
-	evhttp_send_reply(req, status, reason, body);
+	tmp[o] = '\0';
+	wb_lit(&alog.buf, "?");
+	alog_text(tmp, sizeof(tmp));
 }
 
 void
-http_send_json(struct worker *w, struct evhttp_request *req, int status, struct evbuffer *body,
-               int64_t start_us)
+http_account_done(const struct http_done *d)
 {
-	send_with_type(w, req, status, body, "application/json", start_us);
-}
+	char num[96];
+	time_t sec;
 
-void
-http_account(struct worker *w, struct evhttp_request *req, int status, int64_t start_us)
-{
-	account(w, status, start_us);
-	log_request(req, status, start_us);
-}
-
-void
-http_send_text(struct worker *w, struct evhttp_request *req, int status, const char *text, int64_t start_us)
-{
-	struct resp *r = resp_get(w);
-
-	if (r == NULL) {
-		evhttp_send_error(req, 500, "out of memory");
+	if (alog.fd < 0)
 		return;
+	sec = (time_t)(d->end_us / 1000000);
+	if (sec != alog.sec) {
+		struct tm tm;
+		gmtime_r(&sec, &tm);
+		strftime(alog.stamp, sizeof(alog.stamp), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+		alog.sec = sec;
 	}
-	/* Go's http.Error: the text, a newline, nosniff. */
-	evbuffer_add_printf(r->buf, "%s\n", text);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Content-Type-Options", "nosniff");
-	send_with_type(w, req, status, r->buf, "text/plain; charset=utf-8", start_us);
-	resp_put(w, r);
+	alog_text(d->peer, 64);
+	wb_lit(&alog.buf, " - - [");
+	wb_add(&alog.buf, alog.stamp, strlen(alog.stamp));
+	wb_lit(&alog.buf, "] \"");
+	alog_text(d->method, 16);
+	wb_lit(&alog.buf, " ");
+	alog_text(d->path, 1024);
+	if (d->query != NULL)
+		alog_query(d->query);
+	snprintf(num, sizeof(num), " HTTP/1.%u\" %d %llu \"", d->minor, d->status, (unsigned long long)d->body_bytes);
+	wb_add(&alog.buf, num, strlen(num));
+	alog_text(d->referer, 512);
+	wb_lit(&alog.buf, "\" \"");
+	alog_text(d->user_agent, 512);
+	snprintf(num, sizeof(num), "\" %.3f\n", (double)(d->end_us - d->start_us) / 1e6);
+	wb_add(&alog.buf, num, strlen(num));
+	if (alog.buf.len >= ALOG_FLUSH_AT || alog.buf.failed)
+		http_access_log_flush();
 }
 
-void
-http_send_error(struct worker *w, struct evhttp_request *req, int status, const char *code,
-                const char *message, const char *details, int64_t start_us)
-{
-	struct resp *r = resp_get(w);
+/* ---- query strings --------------------------------------------------------------- */
 
-	if (r == NULL) {
-		evhttp_send_error(req, 500, "out of memory");
-		return;
-	}
-	http_error_body(r->buf, code, message, details);
-	http_send_json(w, req, status, r->buf, start_us);
-	resp_put(w, r);
+static int
+hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
 }
 
-static void
-send_fixed(struct worker *w, struct evhttp_request *req, const char *text)
+bool
+http_query_valid(const char *q, size_t n)
 {
-	struct resp *r = resp_get(w);
-
-	if (r == NULL) {
-		evhttp_send_error(req, 500, "out of memory");
-		return;
+	for (size_t i = 0; i < n; i++) {
+		if (q[i] == '\0')
+			return false;
+		if (q[i] != '%')
+			continue;
+		if (i + 2 >= n || hexval(q[i + 1]) < 0 || hexval(q[i + 2]) < 0)
+			return false;
+		if (q[i + 1] == '0' && q[i + 2] == '0')
+			return false; /* %00: a NUL */
+		i += 2;
 	}
-	evbuffer_add(r->buf, text, strlen(text));
-	http_send_json(w, req, 200, r->buf, 0);
-	resp_put(w, r);
+	return true;
 }
 
-/* GET /debug/stats: the summed stats slots and this worker's pools. Admin only. */
-static void
-debug_stats(struct worker *w, struct evhttp_request *req, int64_t start_us)
+/* Decodes s[0..n) ('+' is a space, %XX) into out; -1 when it does not fit.
+ * (A '%' that starts no escape stays itself; the connection layer has
+ * refused such queries already.) */
+static long
+qdecode(const char *s, size_t n, char *out, size_t cap)
 {
-	struct auth_result a;
-	struct stats sum;
-	struct resp *r;
-	bool first = true;
+	size_t o = 0;
 
-	auth_check(w, req, &a);
-	if (a.status == 0 && !a.admin) {
-		a.status = 403;
-		a.code = "AUTH_UNAUTHORIZED";
-		a.message = "Admin token required";
-		a.details[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+
+		if (o + 1 >= cap)
+			return -1;
+		if (ch == '+') {
+			ch = ' ';
+		} else if (ch == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+			ch = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+			i += 2;
+		}
+		out[o++] = ch;
 	}
-	if (a.status != 0) {
-		http_send_error(w, req, a.status, a.code, a.message, a.details, start_us);
-		return;
-	}
-	r = resp_get(w);
-	if (r == NULL) {
-		evhttp_send_error(req, 500, "out of memory");
-		return;
-	}
-	shm_stats_sum(w->shm, &sum);
-	jw_lit(r->buf, "{\"workers\":");
-	jw_i64(r->buf, shm_header(w->shm)->nworkers);
-	jw_lit(r->buf, ",\"stats\":{");
-#define X(name)                                 \
-	if (!first)                             \
-		jw_lit(r->buf, ",");            \
-	first = false;                          \
-	jw_key(r->buf, #name);                  \
-	jw_i64(r->buf, (int64_t)sum.name);
-	STATS_FIELDS(X)
-#undef X
-	jw_lit(r->buf, "},\"pools\":[");
-	first = true;
-	for (struct pool *p = pool_first(); p != NULL; p = p->next) {
-		if (!first)
-			jw_lit(r->buf, ",");
-		first = false;
-		jw_lit(r->buf, "{\"name\":");
-		jw_cstr(r->buf, p->name);
-		jw_lit(r->buf, ",\"worker\":");
-		jw_i64(r->buf, w->slot);
-		jw_lit(r->buf, ",\"gets\":");
-		jw_i64(r->buf, (int64_t)p->gets);
-		jw_lit(r->buf, ",\"misses\":");
-		jw_i64(r->buf, (int64_t)p->misses);
-		jw_lit(r->buf, ",\"in_use\":");
-		jw_i64(r->buf, (int64_t)p->in_use);
-		jw_lit(r->buf, ",\"high_water\":");
-		jw_i64(r->buf, (int64_t)p->high_water);
-		jw_lit(r->buf, "}");
-	}
-	jw_lit(r->buf, "],");
-	ring_stats_json(w->shm, r->buf);
-	jw_lit(r->buf, "}\n");
-	http_send_json(w, req, 200, r->buf, start_us);
-	resp_put(w, r);
+	out[o] = '\0';
+	return (long)o;
 }
 
-void
-http_route(struct evhttp_request *req, void *arg)
+int
+http_query_param(const char *query, size_t qlen, const char *name, char *out, size_t cap, size_t *len)
 {
-	struct worker *w = arg;
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	int64_t start = now_unix_us();
+	size_t i = 0, nlen = strlen(name);
+	char key[64];
 
-	w->me->st.http_requests++;
-	if (path == NULL)
-		path = "";
-	if (strcmp(path, "/rpc") == 0) {
-		rpc_handle(w, req, start);
-	} else if (strcmp(path, "/health") == 0) {
-		send_fixed(w, req, "{\"status\":\"ok\"}");
-	} else if (strcmp(path, "/version") == 0) {
-		send_fixed(w, req, "{\"version\":\"" PACKAGE_VERSION "\"}");
-	} else if (strcmp(path, "/debug/stats") == 0) {
-		debug_stats(w, req, start);
-	} else if (strcmp(path, "/subscribe") == 0) {
-		sse_handle(w, req, start);
-	} else if (strcmp(path, "/import") == 0) {
-		import_handle(w, req, start);
-	} else {
-		http_send_error(w, req, 404, "NOT_FOUND", "Endpoint not found", NULL, 0);
+	if (query == NULL || cap == 0)
+		return 0;
+	while (i < qlen) {
+		const char *p = query + i, *amp = memchr(p, '&', qlen - i), *eq;
+		size_t plen = amp != NULL ? (size_t)(amp - p) : qlen - i;
+		long kl, vl;
+
+		i += plen + 1;
+		eq = memchr(p, '=', plen);
+		if (plen == 0 || eq == NULL || eq == p + plen - 1)
+			continue; /* empty, valueless, or an empty value: ignored */
+		if ((size_t)(eq - p) > 3 * nlen + 2)
+			continue;
+		kl = qdecode(p, (size_t)(eq - p), key, sizeof(key));
+		if (kl < 0 || (size_t)kl != nlen || memcmp(key, name, nlen) != 0)
+			continue;
+		vl = qdecode(eq + 1, plen - (size_t)(eq + 1 - p), out, cap);
+		if (vl < 0)
+			return -1;
+		*len = (size_t)vl;
+		return 1;
 	}
+	return 0;
+}
+
+int
+http_req_param(const struct http_req *req, const char *name, char *out, size_t cap, size_t *len)
+{
+	const char *q = http_req_query(req);
+
+	return q != NULL ? http_query_param(q, strlen(q), name, out, cap, len) : 0;
 }

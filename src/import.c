@@ -2,15 +2,15 @@
  * POST /import (SPEC 7.1 with D8 and D17): NDJSON records in, SSE-formatted
  * events out, in constant memory.
  *
- * The body arrives through the connection filter (import_filter.c) as it is
- * sent; without one (never in practice) it is the request's input buffer.
+ * The body arrives as it is sent (the connection layer streams it to us,
+ * HTTP_BODY_STREAM, and stops reading the socket while we hold our fill).
  * Lines are parsed and validated one by one into a batch of up to
  * STORE_IMPORT_MAX records (or IMPORT_BATCH_BYTES of record text, so a
  * batch of large records stays small). A full batch goes to the store as
  * one transaction; while it is there the next one is filled, so parsing and
  * the database overlap. Two batches are the most an import holds; when both
- * are full it stops reading lines, the filter's buffer fills, and the
- * client is held back by TCP. Each committed batch is reported at once
+ * are full it stops reading lines, the body buffer fills, and the client
+ * is held back by TCP. Each committed batch is reported at once
  * (progress), the last one with done; the first failure ends the import
  * with an error event (HTTP 200, as the reference). A store call never
  * blocks the event loop, so the worker serves other requests meanwhile.
@@ -20,10 +20,7 @@
  */
 #include "autoconf.h"
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,6 +38,7 @@
 #include "ring.h"
 #include "shm.h"
 #include "store.h"
+#include "wbuf.h"
 #include "worker.h"
 
 #define IMPORT_MAGIC 0x494d5054u      /* "IMPT" */
@@ -62,14 +60,9 @@ struct batch {
 struct import {
 	uint32_t magic;
 	struct worker *w;
-	struct evhttp_request *req;
-	struct evhttp_connection *conn; /* while our close callback is set */
-	struct import_filter *f;        /* NULL once the filter let go */
-	bool filtered;                  /* the body comes through f */
-	struct evbuffer *src;
-	struct event *ev;
-	struct event *ka; /* keepalive comments while the import runs */
-	struct evbuffer *out;
+	struct http_req *req; /* NULL once the request is over */
+	struct event *ka;     /* keepalive comments while the import runs */
+	struct wbuf out;
 	int64_t start_us, t0_us;
 	char ns[64];
 	bool force;
@@ -78,7 +71,7 @@ struct import {
 	int fill;   /* batch being filled */
 	int flying; /* batch in the store, -1 none */
 	bool busy;  /* a store call is in flight */
-	bool streaming, gone, finished, eof, counted;
+	bool streaming, gone, finished, eof;
 	/* a terminal error found while a batch was in the store */
 	bool err;
 	const char *err_code;
@@ -104,19 +97,9 @@ imp_free(struct import *imp)
 {
 	if (imp->magic != IMPORT_MAGIC)
 		abort();
-	if (imp->f != NULL)
-		import_filter_release(imp->f);
-	imp->f = NULL;
-	if (imp->conn != NULL)
-		evhttp_connection_set_closecb(imp->conn, NULL, NULL);
-	if (imp->counted)
-		imp->w->me->st.requests_in_flight--;
-	if (imp->ev != NULL)
-		event_free(imp->ev);
 	if (imp->ka != NULL)
 		event_free(imp->ka);
-	if (imp->out != NULL)
-		evbuffer_free(imp->out);
+	wb_free(&imp->out);
 	batch_free(imp->b[0]);
 	batch_free(imp->b[1]);
 	imp->magic = 0;
@@ -131,23 +114,14 @@ imp_done(struct import *imp)
 		imp_free(imp);
 }
 
-/* The connection is going away (client gone, error, timeout, worker exit). */
+/* The connection went away (client gone, error, timeout, worker exit). */
 static void
-on_close(struct evhttp_connection *evcon, void *arg)
+on_close(void *arg)
 {
 	struct import *imp = arg;
 
-	(void)evcon;
-	imp->conn = NULL;
-	imp->gone = true;
-	/* libevent detached an unfinished response: the request is ours to
-	 * free; otherwise it goes with the connection */
-	if (imp->req != NULL && imp->streaming && !imp->finished && evhttp_request_get_connection(imp->req) == NULL)
-		evhttp_send_reply_end(imp->req);
 	imp->req = NULL;
-	if (imp->f != NULL)
-		import_filter_release(imp->f);
-	imp->f = NULL;
+	imp->gone = true;
 	if (!imp->finished)
 		log_info("import aborted: client gone namespace=%s imported=%lld", imp->ns, (long long)imp->imported);
 	imp->finished = true;
@@ -168,15 +142,14 @@ on_keepalive(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (imp->finished || imp->gone)
 		return;
-	jw_lit(imp->out, ": keepalive\n\n");
+	jw_lit(&imp->out, ": keepalive\n\n");
 	emit(imp);
 }
 
+/* More body, or its end, or it broke. */
 static void
-on_wake(evutil_socket_t fd, short what, void *arg)
+on_body(void *arg)
 {
-	(void)fd;
-	(void)what;
 	process(arg);
 }
 
@@ -189,15 +162,9 @@ finish(struct import *imp)
 	imp->finished = true;
 	if (imp->ka != NULL)
 		event_del(imp->ka);
-	if (imp->conn != NULL)
-		evhttp_connection_set_closecb(imp->conn, NULL, NULL);
-	imp->conn = NULL;
 	if (imp->req != NULL)
-		evhttp_send_reply_end(imp->req);
+		http_stream_end(imp->req);
 	imp->req = NULL;
-	if (imp->f != NULL)
-		import_filter_release(imp->f);
-	imp->f = NULL;
 }
 
 /* ---- events ----------------------------------------------------------------- */
@@ -206,18 +173,18 @@ static void
 emit(struct import *imp)
 {
 	if (imp->req != NULL && !imp->gone)
-		evhttp_send_reply_chunk(imp->req, imp->out);
-	evbuffer_drain(imp->out, evbuffer_get_length(imp->out));
+		http_stream_send(imp->req, imp->out.p, imp->out.len);
+	imp->out.len = 0;
 }
 
 static void
 emit_progress(struct import *imp)
 {
-	jw_lit(imp->out, "data: {\"imported\":");
-	jw_i64(imp->out, imp->imported);
-	jw_lit(imp->out, ",\"gpos\":");
-	jw_i64(imp->out, imp->last_gpos);
-	jw_lit(imp->out, "}\n\n");
+	jw_lit(&imp->out, "data: {\"imported\":");
+	jw_i64(&imp->out, imp->imported);
+	jw_lit(&imp->out, ",\"gpos\":");
+	jw_i64(&imp->out, imp->last_gpos);
+	jw_lit(&imp->out, "}\n\n");
 	emit(imp);
 }
 
@@ -228,11 +195,11 @@ emit_done(struct import *imp)
 	char elapsed[32];
 
 	snprintf(elapsed, sizeof(elapsed), "%.1fs", secs);
-	jw_lit(imp->out, "data: {\"done\":true,\"imported\":");
-	jw_i64(imp->out, imp->imported);
-	jw_lit(imp->out, ",\"elapsed\":");
-	jw_cstr(imp->out, elapsed);
-	jw_lit(imp->out, "}\n\n");
+	jw_lit(&imp->out, "data: {\"done\":true,\"imported\":");
+	jw_i64(&imp->out, imp->imported);
+	jw_lit(&imp->out, ",\"elapsed\":");
+	jw_cstr(&imp->out, elapsed);
+	jw_lit(&imp->out, "}\n\n");
 	emit(imp);
 	log_info("import done namespace=%s imported=%lld elapsed=%s", imp->ns, (long long)imp->imported, elapsed);
 }
@@ -240,15 +207,15 @@ emit_done(struct import *imp)
 static void
 emit_error(struct import *imp, const char *code, const char *msg, int64_t line)
 {
-	jw_lit(imp->out, "data: {\"error\":");
-	jw_cstr(imp->out, code);
-	jw_lit(imp->out, ",\"message\":");
-	jw_cstr(imp->out, msg);
+	jw_lit(&imp->out, "data: {\"error\":");
+	jw_cstr(&imp->out, code);
+	jw_lit(&imp->out, ",\"message\":");
+	jw_cstr(&imp->out, msg);
 	if (line > 0) {
-		jw_lit(imp->out, ",\"line\":");
-		jw_i64(imp->out, line);
+		jw_lit(&imp->out, ",\"line\":");
+		jw_i64(&imp->out, line);
 	}
-	jw_lit(imp->out, "}\n\n");
+	jw_lit(&imp->out, "}\n\n");
 	emit(imp);
 	log_info("import failed namespace=%s imported=%lld error=%s line=%lld: %s", imp->ns, (long long)imp->imported,
 	         code, (long long)line, msg);
@@ -598,24 +565,21 @@ batch_done(const struct store_reply *r, void *arg)
 
 /* ---- the body --------------------------------------------------------------- */
 
-/* Whether the whole body has arrived (or will not). */
+/* Whether the whole body has arrived. */
 static bool
 body_ended(struct import *imp)
 {
-	return !imp->filtered || (imp->f != NULL && import_filter_ended(imp->f));
+	return imp->req == NULL || http_body_ended(imp->req);
 }
 
 /* Reads lines until a batch must wait, input runs out or the import ends. */
 static void
 read_lines(struct import *imp)
 {
-	struct evbuffer *src = imp->src;
-
-	while (!imp->err && !imp->eof) {
+	while (!imp->err && !imp->eof && imp->req != NULL) {
 		struct batch *b = imp->b[imp->fill];
-		struct evbuffer_ptr e;
-		size_t n, take;
-		const char *p;
+		size_t n, take, avail;
+		const char *p, *nl;
 
 		if (b != NULL && b->ready) {
 			submit(imp);
@@ -623,16 +587,17 @@ read_lines(struct import *imp)
 				return; /* both batches full: wait for the store */
 			continue;
 		}
-		e = evbuffer_search_eol(src, NULL, NULL, EVBUFFER_EOL_LF);
-		if (e.pos >= 0) {
-			n = (size_t)e.pos;
+		p = http_body_data(imp->req, &avail);
+		nl = memchr(p, '\n', avail < IMPORT_LINE_MAX + 1 ? avail : IMPORT_LINE_MAX + 1);
+		if (nl != NULL) {
+			n = (size_t)(nl - p);
 			take = n + 1;
 		} else if (!body_ended(imp)) {
-			if (evbuffer_get_length(src) >= IMPORT_LINE_MAX)
+			if (avail >= IMPORT_LINE_MAX)
 				fail(imp, "READ_ERROR", imp->line,
 				     "error reading input: bufio.Scanner: token too long");
 			return;
-		} else if ((n = evbuffer_get_length(src)) == 0) {
+		} else if ((n = avail) == 0) {
 			imp->eof = true;
 			return;
 		} else {
@@ -642,16 +607,15 @@ read_lines(struct import *imp)
 			fail(imp, "READ_ERROR", imp->line, "error reading input: bufio.Scanner: token too long");
 			return;
 		}
-		p = (const char *)evbuffer_pullup(src, (ev_ssize_t)take);
 		imp->line++;
-		if (p != NULL && n > 0 && p[n - 1] == '\r')
+		if (n > 0 && p[n - 1] == '\r')
 			n--;
-		if (p != NULL && !blank(p, n) && take_line(imp, p, n)) {
+		if (!blank(p, n) && take_line(imp, p, n)) {
 			b = imp->b[imp->fill];
 			if (b->n == STORE_IMPORT_MAX || b->alen >= IMPORT_BATCH_BYTES)
 				batch_seal(b, true);
 		}
-		evbuffer_drain(src, take);
+		http_body_consume(imp->req, take);
 	}
 }
 
@@ -659,17 +623,11 @@ read_lines(struct import *imp)
 static void
 process(struct import *imp)
 {
-	if (imp->finished || !imp->streaming)
+	if (imp->finished || !imp->streaming || imp->req == NULL)
 		return;
-	if (imp->filtered && imp->f == NULL) {
-		/* the connection went away; on_close has run or will */
-		return;
-	}
-	if (imp->filtered && import_filter_broken(imp->f))
-		fail(imp, "READ_ERROR", imp->line, "error reading input: malformed chunked request body");
 	read_lines(imp);
-	if (imp->f != NULL)
-		import_filter_more(imp->f);
+	if (!imp->err && !imp->eof && imp->req != NULL && http_body_broken(imp->req))
+		fail(imp, "READ_ERROR", imp->line, "error reading input: malformed or unfinished request body");
 	if (imp->flying >= 0)
 		return; /* the rest waits for the batch in the store */
 	if (imp->err) {
@@ -700,43 +658,34 @@ process(struct import *imp)
 static void
 start_stream(struct import *imp)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(imp->req);
-
-	evhttp_add_header(h, "Content-Type", "text/event-stream");
-	evhttp_add_header(h, "Cache-Control", "no-cache");
-	evhttp_add_header(h, "Connection", "keep-alive");
-	evhttp_add_header(h, "X-Accel-Buffering", "no");
-	evhttp_add_header(h, "Server", HTTP_SERVER_HEADER);
-	if (imp->f != NULL) {
-		import_filter_accept(imp->f);
-		imp->src = import_filter_body(imp->f);
-	} else {
-		imp->src = evhttp_request_get_input_buffer(imp->req);
+	http_add_header(imp->req, "Cache-Control", "no-cache");
+	http_add_header(imp->req, "X-Accel-Buffering", "no");
+	imp->t0_us = now_unix_us();
+	/* the body first: "100 Continue" must precede the reply's head */
+	if (http_body_accept(imp->req, on_body, imp) != 0 ||
+	    http_stream_begin(imp->req, 200, "text/event-stream") != 0) {
+		/* the client is gone (its close callback has run or runs now) */
+		return;
 	}
 	imp->streaming = true;
-	imp->t0_us = now_unix_us();
-	evhttp_send_reply_start(imp->req, 200, "OK");
 	imp->ka = event_new(imp->w->base, -1, EV_PERSIST, on_keepalive, imp);
 	if (imp->ka != NULL) {
 		struct timeval tv = {(time_t)imp->w->cfg->sse_keepalive, 0};
 		event_add(imp->ka, &tv);
 	}
-	http_account(imp->w, imp->req, 200, imp->start_us);
 	process(imp);
 }
 
-/* An error before the stream began: the JSON error reply (D17). */
+/* An error before the stream began: the JSON error reply (D17). The
+ * connection layer drops the unread body (or closes, if the client waits
+ * for a 100 Continue it never got). */
 static void
 reject(struct import *imp, int status, const char *code, const char *message, const char *details)
 {
-	/* a client waiting for "100 Continue" may or may not send its body
-	 * now: only closing the connection keeps the next request framed */
-	if (imp->f != NULL && import_filter_expecting(imp->f))
-		evhttp_add_header(evhttp_request_get_output_headers(imp->req), "Connection", "close");
-	if (imp->conn != NULL)
-		evhttp_connection_set_closecb(imp->conn, NULL, NULL);
-	imp->conn = NULL;
-	http_send_error(imp->w, imp->req, status, code, message, details, imp->start_us);
+	if (imp->req != NULL) {
+		http_on_close(imp->req, NULL, NULL);
+		http_send_error(imp->req, status, code, message, details);
+	}
 	imp->req = NULL;
 	imp->finished = true;
 	imp_done(imp);
@@ -793,51 +742,39 @@ autocreated(void *arg, const char *token, const char *error)
 		reject(imp, 500, "BACKEND_ERROR", error, NULL);
 		return;
 	}
-	evhttp_add_header(evhttp_request_get_output_headers(imp->req), "X-EventoDB-Token", token);
+	http_add_header(imp->req, "X-EventoDB-Token", token);
 	begin(imp);
 }
 
 /* ?force=true (Go's strconv.ParseBool true values). */
 static bool
-force_param(struct evhttp_request *req)
+force_param(struct http_req *req)
 {
-	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)), *v;
-	struct evkeyvalq q;
-	bool yes = false;
+	char v[16];
+	size_t n;
 
-	if (query == NULL || strstr(query, "force") == NULL || evhttp_parse_query_str(query, &q) != 0)
+	if (http_req_param(req, "force", v, sizeof(v), &n) != 1)
 		return false;
-	v = evhttp_find_header(&q, "force");
-	if (v != NULL)
-		yes = strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "t") == 0 || strcmp(v, "T") == 0 ||
-		      strcmp(v, "TRUE") == 0 || strcmp(v, "True") == 0;
-	evhttp_clear_headers(&q);
-	return yes;
+	return strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "t") == 0 || strcmp(v, "T") == 0 ||
+	       strcmp(v, "TRUE") == 0 || strcmp(v, "True") == 0;
 }
 
 void
-import_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
+import_handle(struct http_req *req)
 {
+	struct worker *w = http_req_worker(req);
 	struct import *imp = calloc(1, sizeof(*imp));
 	struct auth_result a;
 
 	if (imp == NULL) {
-		evhttp_send_error(req, 500, "out of memory");
+		http_send_error(req, 500, "INTERNAL_ERROR", "out of memory", NULL);
 		return;
 	}
 	imp->magic = IMPORT_MAGIC;
 	imp->w = w;
 	imp->req = req;
-	imp->start_us = start_us;
+	imp->start_us = http_req_start_us(req);
 	imp->flying = -1;
-	imp->ev = event_new(w->base, -1, 0, on_wake, imp);
-	imp->out = evbuffer_new();
-	imp->f = import_filter_claim(req, &imp->f, imp->ev);
-	imp->filtered = imp->f != NULL;
-	if (imp->ev == NULL || imp->out == NULL) {
-		reject(imp, 500, "INTERNAL_ERROR", "out of memory", NULL);
-		return;
-	}
 	auth_check(w, req, &a);
 	if (a.status != 0) {
 		reject(imp, a.status, a.code, a.message, a.details);
@@ -846,13 +783,9 @@ import_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 	/* an authenticated namespace is in the shared table, so it fits */
 	memcpy(imp->ns, a.ns, strnlen(a.ns, sizeof(imp->ns) - 1));
 	imp->force = force_param(req);
-	imp->counted = true;
-	w->me->st.requests_in_flight++;
 	/* from here on, learn of the connection going away (also before the
 	 * stream starts: a store call may be in flight) */
-	imp->conn = evhttp_request_get_connection(req);
-	if (imp->conn != NULL)
-		evhttp_connection_set_closecb(imp->conn, on_close, imp);
+	http_on_close(req, on_close, imp);
 	if (a.autocreate) {
 		/* test mode: create the token's namespace first (SPEC D2) */
 		if (auth_autocreate(w, &a, autocreated, imp) != 0) {

@@ -11,6 +11,7 @@
 
 #include "evlib.h"
 #include "jsonw.h"
+#include "wbuf.h"
 
 /* 1 for bytes that must be escaped (controls, '"', '\\', '<', '>', '&'). */
 static const unsigned char needs_escape[256] = {
@@ -74,42 +75,48 @@ jw_escape(const char *str, size_t len, char *out)
 	return o;
 }
 
-void
-jw_str(struct evbuffer *b, const char *str, size_t len)
+/* Both sinks, one implementation: add is evbuffer_add or wb_add. */
+typedef void (*jw_add_fn)(void *sink, const void *p, size_t n);
+
+static void
+add_e(void *sink, const void *p, size_t n)
+{
+	evbuffer_add(sink, p, n);
+}
+
+static void
+add_w(void *sink, const void *p, size_t n)
+{
+	wb_add(sink, p, n);
+}
+
+static void
+str_to(jw_add_fn add, void *b, const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0, run = 0, used, n;
 	char esc[8];
 
-	evbuffer_add(b, "\"", 1);
+	add(b, "\"", 1);
 	while (i < len) {
 		if (!needs_escape[s[i]]) {
 			i++;
 			continue;
 		}
 		if (i > run)
-			evbuffer_add(b, s + run, i - run);
+			add(b, s + run, i - run);
 		n = escape_one(s, len, i, esc, &used);
-		evbuffer_add(b, esc, n);
+		add(b, esc, n);
 		i += used;
 		run = i;
 	}
 	if (len > run)
-		evbuffer_add(b, s + run, len - run);
-	evbuffer_add(b, "\"", 1);
+		add(b, s + run, len - run);
+	add(b, "\"", 1);
 }
 
-void
-jw_cstr(struct evbuffer *b, const char *s)
-{
-	if (s == NULL)
-		evbuffer_add(b, "null", 4);
-	else
-		jw_str(b, s, strlen(s));
-}
-
-void
-jw_i64(struct evbuffer *b, int64_t v)
+static void
+i64_to(jw_add_fn add, void *b, int64_t v)
 {
 	char buf[24];
 	char *p = buf + sizeof(buf);
@@ -121,24 +128,11 @@ jw_i64(struct evbuffer *b, int64_t v)
 	} while (u != 0);
 	if (v < 0)
 		*--p = '-';
-	evbuffer_add(b, p, (size_t)(buf + sizeof(buf) - p));
+	add(b, p, (size_t)(buf + sizeof(buf) - p));
 }
 
-void
-jw_raw(struct evbuffer *b, const char *s, size_t len)
-{
-	evbuffer_add(b, s, len);
-}
-
-void
-jw_key(struct evbuffer *b, const char *key)
-{
-	jw_str(b, key, strlen(key));
-	evbuffer_add(b, ":", 1);
-}
-
-void
-jw_time_us(struct evbuffer *b, int64_t us)
+static void
+time_to(jw_add_fn add, void *b, int64_t us)
 {
 	char buf[RFC3339_BUFLEN + 2];
 	size_t n;
@@ -146,5 +140,26 @@ jw_time_us(struct evbuffer *b, int64_t us)
 	buf[0] = '"';
 	n = rfc3339_format_us(us, buf + 1);
 	buf[n + 1] = '"';
-	evbuffer_add(b, buf, n + 2);
+	add(b, buf, n + 2);
 }
+
+#define JW_DEFINE(sfx, type, add)                                                                                      \
+	void jw_str_##sfx(type *b, const char *s, size_t len) { str_to(add, b, s, len); }                              \
+	void jw_cstr_##sfx(type *b, const char *s)                                                                     \
+	{                                                                                                              \
+		if (s == NULL)                                                                                         \
+			add(b, "null", 4);                                                                             \
+		else                                                                                                   \
+			str_to(add, b, s, strlen(s));                                                                  \
+	}                                                                                                              \
+	void jw_i64_##sfx(type *b, int64_t v) { i64_to(add, b, v); }                                                   \
+	void jw_raw_##sfx(type *b, const char *s, size_t len) { add(b, s, len); }                                      \
+	void jw_key_##sfx(type *b, const char *key)                                                                    \
+	{                                                                                                              \
+		str_to(add, b, key, strlen(key));                                                                      \
+		add(b, ":", 1);                                                                                        \
+	}                                                                                                              \
+	void jw_time_us_##sfx(type *b, int64_t us) { time_to(add, b, us); }
+
+JW_DEFINE(e, struct evbuffer, add_e)
+JW_DEFINE(w, struct wbuf, add_w)

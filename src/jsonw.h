@@ -1,8 +1,12 @@
 /*
- * Streaming JSON output straight into an evbuffer: strings escaped the way
+ * Streaming JSON output straight into a buffer: strings escaped the way
  * Go's encoding/json does (<, >, &, U+2028 and U+2029 as \u escapes), integers
  * without a temporary tree. data/metadata text from the store is appended
  * verbatim with jw_raw.
+ *
+ * Every function takes either a struct wbuf * (the server's reusable
+ * buffers: responses, SSE chunks) or a struct evbuffer * (the CLI, the
+ * import batch text); _Generic picks the implementation.
  */
 #ifndef EVENTODB_JSONW_H
 #define EVENTODB_JSONW_H
@@ -11,16 +15,33 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct wbuf;
 
-void jw_str(struct evbuffer *b, const char *s, size_t len);
-void jw_cstr(struct evbuffer *b, const char *s); /* NULL writes null */
-void jw_i64(struct evbuffer *b, int64_t v);
-void jw_raw(struct evbuffer *b, const char *s, size_t len);
+#define JW_PICK(f, b) _Generic((b), struct evbuffer *: f##_e, struct wbuf *: f##_w)
+
+#define jw_str(b, s, len) JW_PICK(jw_str, b)((b), (s), (len))
+#define jw_cstr(b, s) JW_PICK(jw_cstr, b)((b), (s)) /* NULL writes null */
+#define jw_i64(b, v) JW_PICK(jw_i64, b)((b), (v))
+#define jw_raw(b, s, len) JW_PICK(jw_raw, b)((b), (s), (len))
 #define jw_lit(b, lit) jw_raw((b), (lit), sizeof(lit) - 1)
 /* "key": */
-void jw_key(struct evbuffer *b, const char *key);
+#define jw_key(b, key) JW_PICK(jw_key, b)((b), (key))
 /* RFC 3339 time string from microseconds, trimmed fraction. */
-void jw_time_us(struct evbuffer *b, int64_t us);
+#define jw_time_us(b, us) JW_PICK(jw_time_us, b)((b), (us))
+
+void jw_str_w(struct wbuf *b, const char *s, size_t len);
+void jw_cstr_w(struct wbuf *b, const char *s);
+void jw_i64_w(struct wbuf *b, int64_t v);
+void jw_raw_w(struct wbuf *b, const char *s, size_t len);
+void jw_key_w(struct wbuf *b, const char *key);
+void jw_time_us_w(struct wbuf *b, int64_t us);
+
+void jw_str_e(struct evbuffer *b, const char *s, size_t len);
+void jw_cstr_e(struct evbuffer *b, const char *s);
+void jw_i64_e(struct evbuffer *b, int64_t v);
+void jw_raw_e(struct evbuffer *b, const char *s, size_t len);
+void jw_key_e(struct evbuffer *b, const char *key);
+void jw_time_us_e(struct evbuffer *b, int64_t us);
 
 /* Escapes s into out (for tests); returns bytes written, out must hold 6*len+3. */
 size_t jw_escape(const char *s, size_t len, char *out);

@@ -689,7 +689,7 @@ ring_subs_give(struct shm *s, uint32_t worker, uint32_t ns_slot, uint64_t gen)
 }
 
 void
-ring_stats_json(struct shm *s, struct evbuffer *b)
+ring_stats_json(struct shm *s, struct wbuf *b)
 {
 	struct ring_hdr *r = hdr(s);
 

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 struct shm;
-struct evbuffer;
+struct wbuf;
 
 /* Longest namespace id and stream name an entry carries. A longer stream
  * (never written through our API) makes readers resync from the database. */
@@ -108,6 +108,6 @@ int ring_subs_take(struct shm *s, uint32_t worker, uint32_t ns_slot, uint64_t ge
 void ring_subs_give(struct shm *s, uint32_t worker, uint32_t ns_slot, uint64_t gen);
 
 /* "ring":{...} members for /debug/stats (size, head, seq, appends, resyncs). */
-void ring_stats_json(struct shm *s, struct evbuffer *b);
+void ring_stats_json(struct shm *s, struct wbuf *b);
 
 #endif

@@ -6,8 +6,6 @@
  */
 #include "autoconf.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +18,7 @@
 #include "http.h"
 #include "jsonw.h"
 #include "log.h"
+#include "resp.h"
 #include "rpc.h"
 #include "shm.h"
 #include "worker.h"
@@ -56,7 +55,6 @@ ctx_free(struct rpc_ctx *c)
 	resp_put(w, c->resp);
 	c->resp = NULL;
 	c->magic = 0;
-	w->me->st.requests_in_flight--;
 	pool_put(&w->ctx_pool, c);
 }
 
@@ -73,8 +71,8 @@ rpc_ok(struct rpc_ctx *c)
 {
 	if (c->magic != RPC_CTX_MAGIC)
 		abort();
-	evbuffer_add(c->resp->buf, "\n", 1);
-	http_send_json(c->w, c->req, 200, c->resp->buf, c->start_us);
+	wb_lit(&c->resp->buf, "\n");
+	http_send_json(c->req, 200, &c->resp->buf);
 	ctx_free(c);
 }
 
@@ -88,9 +86,10 @@ rpc_fail(struct rpc_ctx *c, const char *code, const char *message, const char *d
 	c->w->me->st.rpc_errors++;
 	if (status >= 500)
 		log_error("rpc %s failed: %s: %s", c->m ? c->m->name : "-", code, message);
-	evbuffer_drain(c->resp->buf, evbuffer_get_length(c->resp->buf));
-	http_error_body(c->resp->buf, code, message, details);
-	http_send_json(c->w, c->req, status, c->resp->buf, c->start_us);
+	c->resp->buf.len = 0;
+	c->resp->buf.failed = false;
+	http_error_body(&c->resp->buf, code, message, details);
+	http_send_json(c->req, status, &c->resp->buf);
 	ctx_free(c);
 }
 
@@ -239,7 +238,7 @@ rpc_name_ok(size_t len)
 }
 
 void
-rpc_write_message(struct evbuffer *b, const struct store_msg *m, bool with_stream)
+rpc_write_message(struct wbuf *b, const struct store_msg *m, bool with_stream)
 {
 	jw_lit(b, "[");
 	jw_cstr(b, m->id);
@@ -374,15 +373,16 @@ autocreated(void *arg, const char *token, const char *error)
 
 	if (error != NULL)
 		return rpc_fail(c, "BACKEND_ERROR", error, NULL);
-	evhttp_add_header(evhttp_request_get_output_headers(c->req), "X-EventoDB-Token", token);
+	http_add_header(c->req, "X-EventoDB-Token", token);
 	dispatch(c);
 }
 
 void
-rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
+rpc_handle(struct http_req *req)
 {
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
+	struct worker *w = http_req_worker(req);
+	int64_t start_us = http_req_start_us(req);
+	size_t len;
 	struct auth_result a;
 	struct rpc_ctx *c;
 	const char *body;
@@ -392,24 +392,18 @@ rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 
 	auth_check(w, req, &a);
 	if (a.status != 0) {
-		http_send_error(w, req, a.status, a.code, a.message, a.details, start_us);
+		http_send_error(req, a.status, a.code, a.message, a.details);
 		return;
 	}
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-		http_send_error(w, req, 405, "INVALID_REQUEST", "Only POST method allowed", NULL, start_us);
+	if (http_req_method(req) != HTTPP_POST) {
+		http_add_header(req, "Allow", "POST");
+		http_send_error(req, 405, "INVALID_REQUEST", "Only POST method allowed", NULL);
 		return;
 	}
-	if ((int64_t)len > w->cfg->max_body) {
-		char msg[128];
-		snprintf(msg, sizeof(msg), "Request body exceeds the limit of %lld bytes", (long long)w->cfg->max_body);
-		http_send_error(w, req, 413, "BODY_TOO_LARGE", msg, NULL, start_us);
-		return;
-	}
-	body = (const char *)evbuffer_pullup(in, -1);
-	if (body == NULL)
-		body = "";
+	/* (the connection layer bounds the body by --max-body) */
+	body = http_req_body(req, &len);
 	if (!utf8_valid(body, len)) {
-		http_send_error(w, req, 400, "INVALID_REQUEST", "Request body is not valid UTF-8", NULL, start_us);
+		http_send_error(req, 400, "INVALID_REQUEST", "Request body is not valid UTF-8", NULL);
 		return;
 	}
 
@@ -442,47 +436,47 @@ rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 		if (root != NULL)
 			json_object_put(root);
 		if (jerr == json_tokener_error_depth) {
-			http_send_error(w, req, 400, "INVALID_REQUEST", "JSON nested deeper than 64 levels", NULL, start_us);
+			http_send_error(req, 400, "INVALID_REQUEST", "JSON nested deeper than 64 levels", NULL);
 			return;
 		}
 		jw_escape(text, strnlen(text, 80), esc);
 		snprintf(details, sizeof(details), "{\"error\":%s}", esc);
-		http_send_error(w, req, 400, "INVALID_REQUEST", "Malformed JSON request", details, start_us);
+		http_send_error(req, 400, "INVALID_REQUEST", "Malformed JSON request", details);
 		return;
 	}
 	if (too_deep(root, 1, MAX_DEPTH)) {
 		json_object_put(root);
-		http_send_error(w, req, 400, "INVALID_REQUEST", "JSON nested deeper than 64 levels", NULL, start_us);
+		http_send_error(req, 400, "INVALID_REQUEST", "JSON nested deeper than 64 levels", NULL);
 		return;
 	}
 	if (raw_has_nul_escape(body, len) || has_nul(root)) {
 		json_object_put(root);
-		http_send_error(w, req, 400, "INVALID_REQUEST",
-		                "Strings must not contain \\u0000 (NUL); it cannot be stored", NULL, start_us);
+		http_send_error(req, 400, "INVALID_REQUEST",
+		                "Strings must not contain \\u0000 (NUL); it cannot be stored", NULL);
 		return;
 	}
 	if (root == NULL || (json_object_is_type(root, json_type_array) && json_object_array_length(root) == 0)) {
 		json_object_put(root);
-		http_send_error(w, req, 400, "INVALID_REQUEST", "Missing method name", NULL, start_us);
+		http_send_error(req, 400, "INVALID_REQUEST", "Missing method name", NULL);
 		return;
 	}
 	if (!json_object_is_type(root, json_type_array)) {
 		json_object_put(root);
-		http_send_error(w, req, 400, "INVALID_REQUEST", "Malformed JSON request",
-		                "{\"error\":\"request must be a JSON array\"}", start_us);
+		http_send_error(req, 400, "INVALID_REQUEST", "Malformed JSON request",
+		                "{\"error\":\"request must be a JSON array\"}");
 		return;
 	}
 	m = json_object_array_get_idx(root, 0);
 	if (!json_object_is_type(m, json_type_string)) {
 		json_object_put(root);
-		http_send_error(w, req, 400, "INVALID_REQUEST", "Method name must be a string", NULL, start_us);
+		http_send_error(req, 400, "INVALID_REQUEST", "Method name must be a string", NULL);
 		return;
 	}
 
 	c = pool_get(&w->ctx_pool);
 	if (c == NULL) {
 		json_object_put(root);
-		http_send_error(w, req, 500, "INTERNAL_ERROR", "out of memory", NULL, start_us);
+		http_send_error(req, 500, "INTERNAL_ERROR", "out of memory", NULL);
 		return;
 	}
 	memset(c, 0, sizeof(*c));
@@ -496,15 +490,13 @@ rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 	memcpy(c->ns, a.ns, strnlen(a.ns, sizeof(c->ns) - 1));
 	c->admin = a.admin;
 	c->resp = resp_get(w);
-	w->me->st.requests_in_flight++;
 	w->me->st.rpc_requests++;
 	if (c->resp == NULL) {
 		c->resp = NULL;
 		json_object_put(root);
 		c->root = NULL;
-		w->me->st.requests_in_flight--;
 		pool_put(&w->ctx_pool, c);
-		http_send_error(w, req, 500, "INTERNAL_ERROR", "out of memory", NULL, start_us);
+		http_send_error(req, 500, "INTERNAL_ERROR", "out of memory", NULL);
 		return;
 	}
 	if (a.autocreate) {

@@ -12,8 +12,9 @@
 #include "store.h"
 
 struct worker;
-struct evhttp_request;
+struct http_req;
 struct resp;
+struct wbuf;
 
 struct rpc_ctx;
 typedef void (*rpc_fn)(struct rpc_ctx *c);
@@ -32,7 +33,7 @@ struct rpc_method {
 struct rpc_ctx {
 	uint32_t magic;
 	struct worker *w;
-	struct evhttp_request *req;
+	struct http_req *req;
 	int64_t start_us;
 	const struct rpc_method *m;
 	json_object *root;   /* the parsed body; args are its elements 1.. */
@@ -53,7 +54,8 @@ struct rpc_ctx {
 	bool flag;
 };
 
-void rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us);
+/* The /rpc handler (src/router.c). */
+void rpc_handle(struct http_req *req);
 
 /* The i-th argument (0-based, after the method name) or NULL if absent. */
 json_object *rpc_arg(struct rpc_ctx *c, size_t i);
@@ -105,6 +107,6 @@ void rpc_sys_version(struct rpc_ctx *c);
 void rpc_sys_health(struct rpc_ctx *c);
 
 /* Writes one message array (7 elements, or 8 with the stream name). */
-void rpc_write_message(struct evbuffer *b, const struct store_msg *m, bool with_stream);
+void rpc_write_message(struct wbuf *b, const struct store_msg *m, bool with_stream);
 
 #endif

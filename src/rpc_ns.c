@@ -7,7 +7,6 @@
  */
 #include "autoconf.h"
 
-#include <event2/buffer.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +16,7 @@
 #include "http.h"
 #include "jsonw.h"
 #include "log.h"
+#include "resp.h"
 #include "rpc.h"
 #include "shm.h"
 #include "worker.h"
@@ -69,7 +69,7 @@ static void
 create_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 	uint8_t hash[32];
 	char ts[RFC3339_BUFLEN];
 
@@ -141,7 +141,7 @@ static void
 delete_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 	char ts[RFC3339_BUFLEN];
 
 	if (r->status == ST_NS_NOT_FOUND)
@@ -178,7 +178,7 @@ rpc_ns_delete(struct rpc_ctx *c)
 /* ---- ns.list / ns.info -------------------------------------------------- */
 
 static void
-write_ns_row(struct evbuffer *b, const struct store_ns_row *n, bool info)
+write_ns_row(struct wbuf *b, const struct store_ns_row *n, bool info)
 {
 	jw_lit(b, "{\"createdAt\":");
 	{
@@ -213,7 +213,7 @@ static void
 list_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to list namespaces");
@@ -245,7 +245,7 @@ info_done(const struct store_reply *r, void *arg)
 		return rpc_failf(c, "NAMESPACE_NOT_FOUND", "Namespace '%s' not found", c->nsid);
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to get namespace info");
-	write_ns_row(c->resp->buf, &r->nss[0], true);
+	write_ns_row(&c->resp->buf, &r->nss[0], true);
 	rpc_ok(c);
 }
 
@@ -266,7 +266,7 @@ static void
 streams_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to list streams");
@@ -315,7 +315,7 @@ static void
 categories_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to list categories");

@@ -6,13 +6,13 @@
  */
 #include "autoconf.h"
 
-#include <event2/buffer.h>
 #include <string.h>
 
 #include "config.h"
 #include "evlib.h"
 #include "http.h"
 #include "jsonw.h"
+#include "resp.h"
 #include "rpc.h"
 #include "ring.h"
 #include "shm.h"
@@ -46,7 +46,7 @@ static void
 write_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 
 	switch (r->status) {
 	case ST_OK:
@@ -152,7 +152,7 @@ static void
 messages_done(const struct store_reply *r, void *arg, bool with_stream)
 {
 	struct rpc_ctx *c = arg;
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to read messages");
@@ -181,7 +181,7 @@ category_msgs_done(const struct store_reply *r, void *arg)
 static void
 reply_empty_array(struct rpc_ctx *c)
 {
-	jw_lit(c->resp->buf, "[]");
+	jw_lit(&c->resp->buf, "[]");
 	rpc_ok(c);
 }
 
@@ -217,9 +217,9 @@ last_done(const struct store_reply *r, void *arg)
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to read last message");
 	if (r->nrows == 0)
-		jw_lit(c->resp->buf, "null");
+		jw_lit(&c->resp->buf, "null");
 	else
-		rpc_write_message(c->resp->buf, &r->msgs[0], false);
+		rpc_write_message(&c->resp->buf, &r->msgs[0], false);
 	rpc_ok(c);
 }
 
@@ -251,9 +251,9 @@ version_done(const struct store_reply *r, void *arg)
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to read stream version");
 	if (r->has_value)
-		jw_i64(c->resp->buf, r->value);
+		jw_i64(&c->resp->buf, r->value);
 	else
-		jw_lit(c->resp->buf, "null");
+		jw_lit(&c->resp->buf, "null");
 	rpc_ok(c);
 }
 

@@ -2,10 +2,10 @@
  * worker count and open database connections (SPEC D3). */
 #include "autoconf.h"
 
-#include <event2/buffer.h>
 
 #include "http.h"
 #include "jsonw.h"
+#include "resp.h"
 #include "rpc.h"
 #include "shm.h"
 #include "worker.h"
@@ -13,14 +13,14 @@
 void
 rpc_sys_version(struct rpc_ctx *c)
 {
-	jw_lit(c->resp->buf, "\"" PACKAGE_VERSION "\"");
+	jw_lit(&c->resp->buf, "\"" PACKAGE_VERSION "\"");
 	rpc_ok(c);
 }
 
 void
 rpc_sys_health(struct rpc_ctx *c)
 {
-	struct evbuffer *b = c->resp->buf;
+	struct wbuf *b = &c->resp->buf;
 	struct stats sum;
 	uint32_t ready = 0, n = shm_header(c->w->shm)->nworkers;
 

@@ -25,20 +25,11 @@
  */
 #include "autoconf.h"
 
-#include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 
 #include "auth.h"
 #include "config.h"
@@ -51,6 +42,7 @@
 #include "shm.h"
 #include "sse.h"
 #include "store.h"
+#include "wbuf.h"
 #include "worker.h"
 
 #define SUB_MAGIC 0x53554253u  /* "SUBS" */
@@ -60,7 +52,6 @@
 #define SSE_CU_MAX 16          /* catch-up queries in flight per worker */
 #define SSE_NAME_INLINE 48
 #define SSE_NAME_MAX 1024      /* as every other name (D14) */
-#define SSE_WRITE_TIMEOUT 120  /* seconds without write progress: the client is gone */
 
 enum sub_kind { SUB_STREAM = 'S', SUB_CATEGORY = 'C', SUB_ALL = 'A' };
 
@@ -77,11 +68,7 @@ struct sse_poke {
 struct sse_sub {
 	uint32_t magic;
 	struct sse *sse;
-	struct evhttp_request *req;
-	struct evhttp_connection *conn;
-	struct evbuffer *out;   /* the connection's output buffer */
-	struct evbuffer *under; /* a filter's socket bufferevent output, or NULL */
-	int fd;
+	struct http_req *req; /* NULL once the stream is over */
 	LIST_ENTRY(sse_sub) hlink;
 	TAILQ_ENTRY(sse_sub) link;
 	TAILQ_ENTRY(sse_sub) qlink;
@@ -105,8 +92,7 @@ struct sse_sub {
 	int64_t seen_max; /* live entries seen while catching up */
 	struct store_category_req q;
 	uint16_t npend;
-	bool chunked;
-	bool registered, counted, live, queued, later, querying, again, wait_drain, ended, dead, in_flight;
+	bool registered, counted, live, queued, later, querying, again, wait_drain, ended, dead;
 };
 
 LIST_HEAD(sse_bucket, sse_sub);
@@ -124,15 +110,15 @@ struct sse {
 	struct sse_queue queue; /* waiting for a catch-up query */
 	struct sse_queue later; /* catch-up failed: retried by ev_retry */
 	uint32_t running;
-	struct evbuffer *tmp; /* the chunk being built */
-	struct evbuffer *pk;  /* the poke of the ring entry being dispatched */
+	struct wbuf tmp; /* the chunk being built */
+	struct wbuf pk;  /* the poke of the ring entry being dispatched */
 	bool pk_ready;
 	bool draining, stopped;
 	struct notify_pg *listener;
 };
 
 static void begin_catchup(struct sse_sub *sub);
-static void on_drained(struct evhttp_connection *evcon, void *arg);
+static void on_drained(void *arg);
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -145,8 +131,7 @@ st_of(struct sse *sse)
 static bool
 over_cap(const struct sse_sub *sub)
 {
-	return evbuffer_get_length(sub->out) + evbuffer_get_length(sub->sse->tmp) >=
-	       (size_t)sub->sse->w->cfg->sse_buffer;
+	return http_stream_queued(sub->req) + sub->sse->tmp.len >= (size_t)sub->sse->w->cfg->sse_buffer;
 }
 
 static uint64_t
@@ -174,7 +159,7 @@ sub_matches(const struct sse_sub *sub, uint64_t key, char kind, const char *ns, 
 }
 
 static void
-poke_text(struct evbuffer *b, const char *stream, size_t len, int64_t position, int64_t gpos)
+poke_text(struct wbuf *b, const char *stream, size_t len, int64_t position, int64_t gpos)
 {
 	jw_lit(b, "event: poke\ndata: {\"stream\":");
 	jw_str(b, stream, len);
@@ -185,63 +170,27 @@ poke_text(struct evbuffer *b, const char *stream, size_t len, int64_t position, 
 	jw_lit(b, "}\n\n");
 }
 
-/*
- * Sends len bytes as one chunk. With nothing queued it goes straight to the
- * socket: a fan-out to many subscribers then costs one writev each, without
- * the two epoll_ctl calls and the extra loop turn of queueing it. What the
- * socket does not take is queued on the connection's output buffer behind,
- * where libevent writes it (on_drained is already its completion callback:
- * ": ready" went through evhttp_send_reply_chunk_with_cb). "Nothing queued"
- * includes the socket bufferevent under a filter (import_filter.c), if any.
- */
+/* Sends len bytes as one chunk: straight to the socket when nothing is
+ * queued (a fan-out to many subscribers costs one writev each), the rest
+ * queued on the connection. */
 static void
 send_bytes(struct sse_sub *sub, const char *data, size_t len)
 {
-	char head[24];
-	struct iovec iov[3];
-	size_t done = 0;
-	int cnt = 0;
-
 	if (len == 0 || sub->req == NULL)
 		return;
-	if (sub->chunked) {
-		iov[cnt].iov_base = head;
-		iov[cnt++].iov_len = (size_t)snprintf(head, sizeof(head), "%zx\r\n", len);
-	}
-	iov[cnt].iov_base = (void *)data;
-	iov[cnt++].iov_len = len;
-	if (sub->chunked) {
-		iov[cnt].iov_base = (void *)"\r\n";
-		iov[cnt++].iov_len = 2;
-	}
-	if (sub->fd >= 0 && evbuffer_get_length(sub->out) == 0 &&
-	    (sub->under == NULL || evbuffer_get_length(sub->under) == 0)) {
-		ssize_t n = writev(sub->fd, iov, cnt);
-		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			return; /* the peer is gone; the read side reports it */
-		done = n > 0 ? (size_t)n : 0;
-	}
-	for (int i = 0; i < cnt; i++) {
-		if (done >= iov[i].iov_len) {
-			done -= iov[i].iov_len;
-			continue;
-		}
-		evbuffer_add(sub->out, (char *)iov[i].iov_base + done, iov[i].iov_len - done);
-		done = 0;
-	}
+	http_stream_send(sub->req, data, len);
 }
 
 /* Sends what was built in sse->tmp as one chunk. */
 static void
 send_tmp(struct sse_sub *sub)
 {
-	struct evbuffer *tmp = sub->sse->tmp;
-	size_t n = evbuffer_get_length(tmp);
+	struct wbuf *tmp = &sub->sse->tmp;
 
-	if (n == 0)
+	if (tmp->len == 0)
 		return;
-	send_bytes(sub, (const char *)evbuffer_pullup(tmp, (ev_ssize_t)n), n);
-	evbuffer_drain(tmp, n);
+	send_bytes(sub, tmp->p, tmp->len);
+	tmp->len = 0;
 }
 
 /* ---- the subscriber table ---------------------------------------------- */
@@ -351,7 +300,7 @@ pend_flush(struct sse_sub *sub)
 			if (p->gpos < min->gpos)
 				min = p;
 		TAILQ_REMOVE(&sub->pend, min, link);
-		poke_text(sse->tmp, min->name, min->len, min->position, min->gpos);
+		poke_text(&sse->tmp, min->name, min->len, min->position, min->gpos);
 		st_of(sse)->sse_pokes++;
 		if (min->name != min->buf)
 			free(min->name);
@@ -462,12 +411,12 @@ catchup_done(const struct store_reply *r, void *arg)
 		if (sub->kind == SUB_STREAM) {
 			if (m->position < sub->next)
 				continue;
-			poke_text(sse->tmp, sub->name, sub->name_len, m->position, m->global_position);
+			poke_text(&sse->tmp, sub->name, sub->name_len, m->position, m->global_position);
 			sub->next = m->position + 1;
 		} else {
 			if (m->global_position < sub->next)
 				continue;
-			poke_text(sse->tmp, m->stream, m->stream_len, m->position, m->global_position);
+			poke_text(&sse->tmp, m->stream, m->stream_len, m->position, m->global_position);
 			sub->next = m->global_position + 1;
 		}
 		st_of(sse)->sse_pokes++;
@@ -565,7 +514,7 @@ retry(evutil_socket_t fd, short what, void *arg)
 
 /* The client has read everything it was sent. */
 static void
-on_drained(struct evhttp_connection *evcon, void *arg)
+on_drained(void *arg)
 {
 	struct sse_sub *sub = arg;
 
@@ -590,12 +539,12 @@ emit_live(struct sse_sub *sub, const struct ring_rec *r)
 	if (sub->npend > 0 || over_cap(sub))
 		return coalesce(sub, r->stream, r->stream_len, r->position, r->gpos);
 	if (!sse->pk_ready) {
-		evbuffer_drain(sse->pk, evbuffer_get_length(sse->pk));
-		poke_text(sse->pk, r->stream, r->stream_len, r->position, r->gpos);
+		sse->pk.len = 0;
+		poke_text(&sse->pk, r->stream, r->stream_len, r->position, r->gpos);
 		sse->pk_ready = true;
 	}
-	n = evbuffer_get_length(sse->pk);
-	send_bytes(sub, (const char *)evbuffer_pullup(sse->pk, (ev_ssize_t)n), n);
+	n = sse->pk.len;
+	send_bytes(sub, sse->pk.p, n);
 	st_of(sse)->sse_pokes++;
 }
 
@@ -730,7 +679,7 @@ keepalive(evutil_socket_t fd, short what, void *arg)
 	TAILQ_FOREACH(sub, &sse->subs, link) {
 		if (sub->ended || over_cap(sub))
 			continue;
-		jw_lit(sse->tmp, ": keepalive\n\n");
+		jw_lit(&sse->tmp, ": keepalive\n\n");
 		send_tmp(sub);
 	}
 }
@@ -769,92 +718,41 @@ sub_release(struct sse_sub *sub)
 		ring_subs_give(sse->w->shm, sse->w->slot, sub->ns_slot, sub->ns_gen);
 	sub->counted = false;
 	pend_clear(sub);
-	if (sub->conn != NULL)
-		evhttp_connection_set_closecb(sub->conn, NULL, NULL);
-	sub->conn = NULL;
 	if (sub->querying)
 		sub->dead = true; /* catchup_done frees it */
 	else
 		sub_free(sub);
 }
 
-/* The final chunk went out (graceful end). */
+/* The connection went away (client gone, error, timeout, worker exit). */
 static void
-on_complete(struct evhttp_request *req, void *arg)
+on_close(void *arg)
 {
 	struct sse_sub *sub = arg;
 
-	if (sub->in_flight)
-		sub->sse->w->me->st.requests_in_flight--;
-	sub->in_flight = false;
 	sub->req = NULL;
 	sub_release(sub);
 }
 
-/* The connection is going away (client gone, error, timeout). */
-static void
-on_close(struct evhttp_connection *evcon, void *arg)
-{
-	struct sse_sub *sub = arg;
-	struct evhttp_request *req = sub->req;
-
-	sub->req = NULL;
-	sub->conn = NULL;
-	if (sub->in_flight) {
-		/* Ended, but the end never reached the client; libevent frees
-		 * the request with the connection. */
-		sub->sse->w->me->st.requests_in_flight--;
-		sub->in_flight = false;
-	} else if (req != NULL && evhttp_request_get_connection(req) == NULL) {
-		/* libevent detached the unfinished request: it is ours to free. */
-		evhttp_send_reply_end(req);
-	}
-	sub_release(sub);
-}
-
-/* Ends the response cleanly (final chunk); the drain waits for it. */
+/* Ends the response cleanly (the last chunk) and lets the subscription go. */
 static void
 sub_end(struct sse_sub *sub)
 {
-	struct sse *sse = sub->sse;
-
 	if (sub->ended)
 		return;
 	sub->ended = true;
 	unqueue(sub);
 	pend_clear(sub);
-	if (sub->req == NULL || evhttp_request_get_connection(sub->req) == NULL)
-		return;
-	sub->in_flight = true;
-	sse->w->me->st.requests_in_flight++;
-	evhttp_request_set_on_complete_cb(sub->req, on_complete, sub);
-	evhttp_send_reply_end(sub->req);
-}
-
-static void
-tune_socket(struct sse_sub *sub)
-{
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(sub->conn);
-	struct timeval wt = {SSE_WRITE_TIMEOUT, 0};
-	int fd = (int)bufferevent_getfd(bev), one = 1, idle = 30;
-	unsigned int user_ms = (unsigned int)(sub->sse->w->cfg->sse_keepalive * 2 + 30) * 1000u;
-
-	/* A subscriber never sends anything: no read timeout. The write
-	 * timeout and TCP_USER_TIMEOUT (unacknowledged keepalives) find peers
-	 * that vanished without a FIN. */
-	bufferevent_set_timeouts(bev, NULL, &wt);
-	if (fd < 0)
-		return;
-	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0 ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)) != 0)
-		log_debug("subscription socket options: %s", strerror(errno));
+	if (sub->req != NULL)
+		http_stream_end(sub->req);
+	sub->req = NULL;
+	sub_release(sub);
 }
 
 static void
 reply_error(struct sse_sub *sub, int status, const char *code, const char *message, const char *details)
 {
-	http_send_error(sub->sse->w, sub->req, status, code, message, details, sub->start_us);
+	http_send_error(sub->req, status, code, message, details);
 	sub->req = NULL;
 	sub_free(sub);
 }
@@ -865,16 +763,8 @@ sub_register(struct sse_sub *sub)
 {
 	struct sse *sse = sub->sse;
 	struct worker *w = sse->w;
-	struct evkeyvalq *h = evhttp_request_get_output_headers(sub->req);
-	struct bufferevent *bev, *under;
 	char slot[16], details[64];
 
-	if (evhttp_request_get_connection(sub->req) == NULL) { /* the client left meanwhile */
-		evhttp_send_reply_end(sub->req);
-		sub->req = NULL;
-		sub_free(sub);
-		return;
-	}
 	if (sse->draining)
 		return reply_error(sub, 503, "SHUTTING_DOWN", "Server is shutting down", NULL);
 	sub->ns_gen = ring_ns_generation(w->shm, sub->ns, &sub->ns_slot);
@@ -906,34 +796,23 @@ sub_register(struct sse_sub *sub)
 		sub->reg_last = ring_ns_last_gpos(w->shm, sub->ns_slot, sub->ns_gen);
 
 	snprintf(slot, sizeof(slot), "%u", w->slot + 1);
-	evhttp_add_header(h, "Content-Type", "text/event-stream");
-	evhttp_add_header(h, "Cache-Control", "no-cache");
-	evhttp_add_header(h, "Connection", "keep-alive");
-	evhttp_add_header(h, "Access-Control-Allow-Origin", "*");
-	evhttp_add_header(h, "X-Accel-Buffering", "no");
-	evhttp_add_header(h, "Server", HTTP_SERVER_HEADER);
-	evhttp_add_header(h, "X-EventoDB-Worker", slot);
-	evhttp_send_reply_start(sub->req, 200, "OK");
-	http_account(w, sub->req, 200, sub->start_us);
-	sub->chunked = evhttp_find_header(h, "Transfer-Encoding") != NULL; /* else HTTP/1.0: raw */
-	/* The head is on its way: the header lists would only cost memory for
-	 * as long as the subscription lives. */
-	evhttp_clear_headers(h);
-	evhttp_clear_headers(evhttp_request_get_input_headers(sub->req));
-	sub->conn = evhttp_request_get_connection(sub->req);
-	bev = evhttp_connection_get_bufferevent(sub->conn);
-	under = bufferevent_get_underlying(bev);
-	sub->out = bufferevent_get_output(bev);
-	sub->under = under != NULL ? bufferevent_get_output(under) : NULL;
-	sub->fd = (int)bufferevent_getfd(bev);
-	evhttp_connection_set_closecb(sub->conn, on_close, sub);
-	tune_socket(sub);
+	http_add_header(sub->req, "Cache-Control", "no-cache");
+	http_add_header(sub->req, "Access-Control-Allow-Origin", "*");
+	http_add_header(sub->req, "X-Accel-Buffering", "no");
+	http_add_header(sub->req, "X-EventoDB-Worker", slot);
+	if (http_stream_begin(sub->req, 200, "text/event-stream") != 0) {
+		/* the client left meanwhile */
+		sub->req = NULL;
+		sub_release(sub);
+		return;
+	}
+	http_on_close(sub->req, on_close, sub);
+	http_on_drain(sub->req, on_drained, sub);
+	http_stream_tune(sub->req, (int)w->cfg->sse_keepalive);
 
-	/* Through libevent, so its write-completion callback is on_drained. */
-	jw_lit(sse->tmp, ": ready\n\n");
-	evhttp_send_reply_chunk_with_cb(sub->req, sse->tmp, on_drained, sub);
-	evbuffer_drain(sse->tmp, evbuffer_get_length(sse->tmp));
-	if (evhttp_request_get_command(sub->req) == EVHTTP_REQ_HEAD)
+	jw_lit(&sse->tmp, ": ready\n\n");
+	send_tmp(sub);
+	if (http_req_method(sub->req) == HTTPP_HEAD)
 		return sub_end(sub); /* the head is all a HEAD gets */
 	if (sub->kind == SUB_ALL) {
 		/* all=true: live writes only (SPEC 6.3, 10.21) */
@@ -952,68 +831,11 @@ autocreated(void *arg, const char *token, const char *error)
 
 	if (error != NULL)
 		return reply_error(sub, 500, "BACKEND_ERROR", error, NULL);
-	evhttp_add_header(evhttp_request_get_output_headers(sub->req), "X-EventoDB-Token", token);
+	http_add_header(sub->req, "X-EventoDB-Token", token);
 	sub_register(sub);
 }
 
 /* ---- the request ------------------------------------------------------------ */
-
-/* Decodes a query component ('+' is a space, as browsers and Go encode it)
- * into out with libevent's decoder; -1 when it does not fit. */
-static long
-qdecode(const char *s, size_t n, char *out, size_t cap)
-{
-	char raw[4096];
-	char *dec;
-	size_t len;
-
-	if (n >= sizeof(raw))
-		return -1;
-	memcpy(raw, s, n);
-	raw[n] = '\0';
-	dec = evhttp_uridecode(raw, 1, &len);
-	if (dec == NULL)
-		return -1;
-	if (len + 1 > cap) {
-		free(dec);
-		return -1;
-	}
-	memcpy(out, dec, len + 1);
-	free(dec);
-	return (long)len;
-}
-
-/* The first value of parameter name in the query string, as Go's
- * URL.Query().Get: 1 and the decoded value, 0 when absent, -1 when it
- * cannot be decoded into out. */
-static int
-qparam(const char *query, const char *name, char *out, size_t cap, size_t *len)
-{
-	char key[32];
-	const char *p = query;
-
-	if (query == NULL)
-		return 0;
-	while (*p != '\0') {
-		const char *end = strchr(p, '&'), *eq;
-		size_t plen = end != NULL ? (size_t)(end - p) : strlen(p);
-		long kl, vl;
-
-		eq = memchr(p, '=', plen);
-		kl = qdecode(p, eq != NULL ? (size_t)(eq - p) : plen, key, sizeof(key));
-		if (kl >= 0 && strcmp(key, name) == 0) {
-			vl = eq != NULL ? qdecode(eq + 1, plen - (size_t)(eq + 1 - p), out, cap) : (out[0] = '\0', 0);
-			if (vl < 0)
-				return -1;
-			*len = (size_t)vl;
-			return 1;
-		}
-		p += plen;
-		if (*p == '&')
-			p++;
-	}
-	return 0;
-}
 
 /* Go's strconv.ParseInt(s, 10, 64). */
 static bool
@@ -1044,12 +866,21 @@ name_ok(const char *s, size_t len)
 	return len >= 1 && len <= SSE_NAME_MAX && memchr(s, '\0', len) == NULL && utf8_valid(s, len);
 }
 
-void
-sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
+/* A query parameter: 1 found, 0 absent, -1 too long. */
+static int
+qparam(struct http_req *req, const char *name, char *out, size_t cap, size_t *len)
 {
+	*len = 0;
+	return http_req_param(req, name, out, cap, len);
+}
+
+void
+sse_handle(struct http_req *req)
+{
+	struct worker *w = http_req_worker(req);
 	struct sse *sse = w->sse;
-	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-	char stream[3 * SSE_NAME_MAX + 1], category[3 * SSE_NAME_MAX + 1], num[64];
+	int64_t start_us = http_req_start_us(req);
+	char stream[SSE_NAME_MAX + 1], category[SSE_NAME_MAX + 1], num[64];
 	size_t slen = 0, clen = 0, nlen;
 	bool has_stream, has_cat, all = false;
 	int64_t position = 0, member = 0, size = 0;
@@ -1059,48 +890,48 @@ sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 
 	auth_check(w, req, &a);
 	if (a.status != 0)
-		return http_send_error(w, req, a.status, a.code, a.message, a.details, start_us);
+		return http_send_error(req, a.status, a.code, a.message, a.details);
 	if (sse == NULL || sse->draining)
-		return http_send_error(w, req, 503, "SHUTTING_DOWN", "Server is shutting down", NULL, start_us);
+		return http_send_error(req, 503, "SHUTTING_DOWN", "Server is shutting down", NULL);
 
-	rc = qparam(query, "stream", stream, sizeof(stream), &slen);
+	rc = qparam(req, "stream", stream, sizeof(stream), &slen);
 	if (rc < 0)
-		return http_send_text(w, req, 400, "Invalid stream parameter", start_us);
+		return http_send_text(req, 400, "Invalid stream parameter");
 	has_stream = rc > 0 && slen > 0;
-	rc = qparam(query, "category", category, sizeof(category), &clen);
+	rc = qparam(req, "category", category, sizeof(category), &clen);
 	if (rc < 0)
-		return http_send_text(w, req, 400, "Invalid category parameter", start_us);
+		return http_send_text(req, 400, "Invalid category parameter");
 	has_cat = rc > 0 && clen > 0;
-	if (qparam(query, "all", num, sizeof(num), &nlen) > 0)
+	if (qparam(req, "all", num, sizeof(num), &nlen) > 0)
 		all = strcmp(num, "true") == 0;
 
 	if (!all && !has_stream && !has_cat)
-		return http_send_text(w, req, 400, "Either 'stream', 'category', or 'all=true' parameter required", start_us);
+		return http_send_text(req, 400, "Either 'stream', 'category', or 'all=true' parameter required");
 	if (all && (has_stream || has_cat))
-		return http_send_text(w, req, 400, "Cannot combine 'all' with 'stream' or 'category'", start_us);
+		return http_send_text(req, 400, "Cannot combine 'all' with 'stream' or 'category'");
 	if (has_stream && has_cat)
-		return http_send_text(w, req, 400, "Cannot specify both 'stream' and 'category'", start_us);
-	rc = qparam(query, "position", num, sizeof(num), &nlen);
+		return http_send_text(req, 400, "Cannot specify both 'stream' and 'category'");
+	rc = qparam(req, "position", num, sizeof(num), &nlen);
 	if (rc < 0 || (rc > 0 && nlen > 0 && !parse_i64(num, &position)))
-		return http_send_text(w, req, 400, "Invalid position parameter", start_us);
+		return http_send_text(req, 400, "Invalid position parameter");
 	if (has_cat) {
-		rc = qparam(query, "consumer", num, sizeof(num), &nlen);
+		rc = qparam(req, "consumer", num, sizeof(num), &nlen);
 		if (rc < 0 || (rc > 0 && nlen > 0 && !parse_i64(num, &member)))
-			return http_send_text(w, req, 400, "Invalid consumer parameter", start_us);
-		rc = qparam(query, "size", num, sizeof(num), &nlen);
+			return http_send_text(req, 400, "Invalid consumer parameter");
+		rc = qparam(req, "size", num, sizeof(num), &nlen);
 		if (rc < 0 || (rc > 0 && nlen > 0 && !parse_i64(num, &size)))
-			return http_send_text(w, req, 400, "Invalid size parameter", start_us);
+			return http_send_text(req, 400, "Invalid size parameter");
 		if ((member > 0 || size > 0) && (size == 0 || member >= size))
-			return http_send_text(w, req, 400, "Invalid consumer group: member must be < size", start_us);
+			return http_send_text(req, 400, "Invalid consumer group: member must be < size");
 	}
 	if (has_stream && !name_ok(stream, slen))
-		return http_send_text(w, req, 400, "Invalid stream parameter", start_us);
+		return http_send_text(req, 400, "Invalid stream parameter");
 	if (has_cat && !name_ok(category, clen))
-		return http_send_text(w, req, 400, "Invalid category parameter", start_us);
+		return http_send_text(req, 400, "Invalid category parameter");
 
 	sub = pool_get(&sse->sub_pool);
 	if (sub == NULL)
-		return http_send_error(w, req, 500, "INTERNAL_ERROR", "out of memory", NULL, start_us);
+		return http_send_error(req, 500, "INTERNAL_ERROR", "out of memory", NULL);
 	memset(sub, 0, sizeof(*sub));
 	sub->magic = SUB_MAGIC;
 	sub->sse = sse;
@@ -1115,7 +946,7 @@ sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 	if (sub->name == NULL) {
 		sub->name = sub->name_buf;
 		sub_free(sub);
-		return http_send_error(w, req, 500, "INTERNAL_ERROR", "out of memory", NULL, start_us);
+		return http_send_error(req, 500, "INTERNAL_ERROR", "out of memory", NULL);
 	}
 	memcpy(sub->name, all ? "" : has_stream ? stream : category, sub->name_len);
 	sub->name[sub->name_len] = '\0';
@@ -1130,7 +961,7 @@ sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 		/* Test mode: the token's namespace is created first (SPEC D2). */
 		if (auth_autocreate(w, &a, autocreated, sub) != 0) {
 			sub_free(sub);
-			return http_send_error(w, req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL, start_us);
+			return http_send_error(req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL);
 		}
 		return;
 	}
@@ -1155,14 +986,12 @@ sse_start(struct worker *w)
 	pool_init(&sse->poke_pool, "sse_poke", sizeof(struct sse_poke), 4096, NULL);
 	sse->nbuckets = 256;
 	sse->buckets = calloc(sse->nbuckets, sizeof(*sse->buckets));
-	sse->tmp = evbuffer_new();
-	sse->pk = evbuffer_new();
 	sse->ev_ring = event_new(w->base, ring_eventfd(w->shm, w->slot), EV_READ | EV_PERSIST, on_ring, sse);
 	sse->ev_local = evtimer_new(w->base, on_ring, sse);
 	sse->ev_keepalive = event_new(w->base, -1, EV_PERSIST, keepalive, sse);
 	sse->ev_kick = event_new(w->base, -1, 0, kick, sse);
 	sse->ev_retry = evtimer_new(w->base, retry, sse);
-	if (sse->buckets == NULL || sse->tmp == NULL || sse->pk == NULL || sse->ev_ring == NULL || sse->ev_local == NULL ||
+	if (sse->buckets == NULL || sse->ev_ring == NULL || sse->ev_local == NULL ||
 	    sse->ev_keepalive == NULL || sse->ev_kick == NULL || sse->ev_retry == NULL ||
 	    event_add(sse->ev_ring, NULL) != 0 || event_add(sse->ev_keepalive, &ka) != 0) {
 		log_error("worker %u: cannot set up subscriptions", w->slot + 1);
@@ -1205,11 +1034,8 @@ sse_stop(struct worker *w)
 	notify_pg_stop(sse->listener);
 	sse->listener = NULL;
 	while ((sub = TAILQ_FIRST(&sse->subs)) != NULL) {
-		/* libevent frees the requests with their connections. */
+		/* (the connections are gone: their close callbacks ran) */
 		sub->req = NULL;
-		if (sub->in_flight)
-			w->me->st.requests_in_flight--;
-		sub->in_flight = false;
 		sub_release(sub);
 	}
 	event_free(sse->ev_ring);
@@ -1217,8 +1043,8 @@ sse_stop(struct worker *w)
 	event_free(sse->ev_keepalive);
 	event_free(sse->ev_kick);
 	event_free(sse->ev_retry);
-	evbuffer_free(sse->tmp);
-	evbuffer_free(sse->pk);
+	wb_free(&sse->tmp);
+	wb_free(&sse->pk);
 	free(sse->buckets);
 	pool_drain(&sse->poke_pool);
 	pool_drain(&sse->sub_pool);

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 struct worker;
-struct evhttp_request;
+struct http_req;
 struct sse;
 
 /* Sets up this worker's subscriptions (pools, ring wake-up, keepalive
@@ -20,11 +20,11 @@ struct sse *sse_start(struct worker *w);
 /* SIGTERM: refuse new subscriptions and end every stream cleanly; the
  * drain then waits only for the final bytes to go out. */
 void sse_drain(struct worker *w);
-/* Worker exit: forget every subscriber (before evhttp_free). */
+/* Worker exit: forget every subscriber (after the connections are closed). */
 void sse_stop(struct worker *w);
 
 /* The /subscribe handler. */
-void sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us);
+void sse_handle(struct http_req *req);
 
 /* A committed write: into the write ring and the stream index, then wake
  * every worker that has subscribers (this one included). gen is the

@@ -31,6 +31,7 @@
 	X(latency_le_500ms)                                                      \
 	X(latency_gt_500ms)                                                      \
 	X(requests_in_flight)  /* gauge */                                       \
+	X(http_connections)    /* gauge: open client connections */              \
 	X(db_connections)      /* gauge: open connections */                     \
 	X(db_queue_waiting)    /* gauge: operations waiting for a connection */  \
 	X(pool_gets)                                                             \

@@ -7,6 +7,7 @@
  */
 #include "autoconf.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
@@ -54,6 +55,7 @@ static struct {
 	struct config *cfg;
 	struct shm *shm;
 	int listen_fd;
+	int admin_fd; /* --admin-listen, or -1 */
 	uint32_t nworkers;
 	struct proc *procs;
 	const struct store_backend *backend;
@@ -103,6 +105,74 @@ open_listener(const char *addr, int64_t port)
 	}
 	freeaddrinfo(res);
 	return fd;
+}
+
+/*
+ * --admin-listen ADDR:PORT (IPv6 as [ADDR]:PORT): split into host and port,
+ * and refuse an address other than loopback unless --admin-listen-any.
+ * 0, or -1 with a message in err.
+ */
+static int
+admin_listen_parse(const struct config *cfg, char *host, size_t hcap, int64_t *port, char *err, size_t errlen)
+{
+	const char *spec = cfg->admin_listen, *colon, *hs = spec;
+	size_t hlen;
+	char *end;
+	long p;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (close == NULL || close[1] != ':') {
+			snprintf(err, errlen, "--admin-listen %s: expected ADDR:PORT or [ADDR]:PORT", spec);
+			return -1;
+		}
+		hs = spec + 1;
+		hlen = (size_t)(close - hs);
+		colon = close + 1;
+	} else {
+		colon = strrchr(spec, ':');
+		if (colon == NULL) {
+			snprintf(err, errlen, "--admin-listen %s: expected ADDR:PORT or [ADDR]:PORT", spec);
+			return -1;
+		}
+		hlen = (size_t)(colon - spec);
+	}
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno != 0 || p < 1 || p > 65535) {
+		snprintf(err, errlen, "--admin-listen %s: the port must be 1 to 65535", spec);
+		return -1;
+	}
+	if (hlen == 0 || hlen >= hcap) {
+		snprintf(err, errlen, "--admin-listen %s: an address is required (e.g. 127.0.0.1:%ld)", spec, p);
+		return -1;
+	}
+	memcpy(host, hs, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, &a4) == 1) {
+		if (!cfg->admin_listen_any && (ntohl(a4.s_addr) >> 24) != 127) {
+			snprintf(err, errlen,
+			         "--admin-listen %s is not a loopback address; the admin listener needs no token, so "
+			         "say --admin-listen-any to serve it there",
+			         spec);
+			return -1;
+		}
+	} else if (inet_pton(AF_INET6, host, &a6) == 1) {
+		if (!cfg->admin_listen_any && !IN6_IS_ADDR_LOOPBACK(&a6)) {
+			snprintf(err, errlen,
+			         "--admin-listen %s is not a loopback address; the admin listener needs no token, so "
+			         "say --admin-listen-any to serve it there",
+			         spec);
+			return -1;
+		}
+	} else {
+		snprintf(err, errlen, "--admin-listen %s: %s is not an IPv4 or IPv6 address", spec, host);
+		return -1;
+	}
+	*port = p;
+	return 0;
 }
 
 static void
@@ -182,7 +252,7 @@ spawn(uint32_t slot)
 		for (int s = 1; s < 32; s++)
 			sigaction(s, &sa, NULL);
 		sigprocmask(SIG_SETMASK, &h.saved, NULL);
-		rc = worker_main(h.cfg, h.backend, &h.scfg, h.shm, slot, h.listen_fd);
+		rc = worker_main(h.cfg, h.backend, &h.scfg, h.shm, slot, h.listen_fd, h.admin_fd);
 		fflush(stdout);
 		_exit(rc);
 	}
@@ -368,6 +438,14 @@ supervisor_check_config(struct config *cfg)
 		fprintf(stderr, "eventodb: %s\n", err);
 		bad = 1;
 	}
+	if (cfg->admin_listen != NULL && cfg->admin_listen[0] != '\0') {
+		char host[64];
+		int64_t aport;
+		if (admin_listen_parse(cfg, host, sizeof(host), &aport, err, sizeof(err)) != 0) {
+			fprintf(stderr, "eventodb: %s\n", err);
+			bad = 1;
+		}
+	}
 	if (cfg->token != NULL && cfg->token[0] != '\0') {
 		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
 			fprintf(stderr, "eventodb: --token: %s\n", err);
@@ -463,6 +541,19 @@ run(struct config *cfg)
 	h.listen_fd = open_listener(cfg->listen, cfg->port);
 	if (h.listen_fd < 0)
 		return 1;
+	h.admin_fd = -1;
+	if (cfg->admin_listen != NULL && cfg->admin_listen[0] != '\0') {
+		char host[64];
+		int64_t aport;
+		if (admin_listen_parse(cfg, host, sizeof(host), &aport, err, sizeof(err)) != 0) {
+			log_error("%s", err);
+			return 1;
+		}
+		h.admin_fd = open_listener(host, aport);
+		if (h.admin_fd < 0)
+			return 1;
+		log_info("admin listener on %s (/metrics, /debug/*, /health; no token)", cfg->admin_listen);
+	}
 	if (cfg->pidfile != NULL) {
 		if (write_pidfile(cfg->pidfile) != 0)
 			return 1;
@@ -653,6 +744,8 @@ run(struct config *cfg)
 	}
 
 	close(h.listen_fd);
+	if (h.admin_fd >= 0)
+		close(h.admin_fd);
 
 	shm_destroy(h.shm);
 	free(h.procs);

@@ -1,15 +1,14 @@
 /*
  * A worker process. Everything that must not cross fork() is made here:
- * the event_base, the evhttp server on the inherited listening socket, the
+ * the event_base, the HTTP server on the inherited listening sockets, the
  * database connections, the json-c tokener and the object pools. Signals
- * are libevent evsignals: SIGTERM drains (stop accepting, finish in-flight
- * requests, exit), SIGINT/SIGQUIT stop at once.
+ * are libevent evsignals: SIGTERM drains (stop accepting, close idle
+ * connections, finish the others, exit), SIGINT/SIGQUIT stop at once.
  */
 #include "autoconf.h"
 
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,11 +17,12 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "conn.h"
 #include "evlib.h"
 #include "http.h"
-#include "import.h"
 #include "log.h"
 #include "proctitle.h"
+#include "resp.h"
 #include "rpc.h"
 #include "shm.h"
 #include "sse.h"
@@ -59,9 +59,12 @@ tick(evutil_socket_t fd, short what, void *arg)
 	w->me->st.pool_gets = gets;
 	w->me->st.pool_misses = misses;
 	w->me->st.pool_in_use = in_use;
-	if (w->draining && (w->me->st.requests_in_flight == 0 || now_unix_us() >= w->drain_deadline_us)) {
-		if (w->me->st.requests_in_flight != 0)
-			log_warn("worker %u: shutdown timeout with %llu requests in flight", w->slot + 1,
+	w->me->st.http_connections = http_server_connections(w->http);
+	http_access_log_flush();
+	if (w->draining && (http_server_connections(w->http) == 0 || now_unix_us() >= w->drain_deadline_us)) {
+		if (http_server_connections(w->http) != 0)
+			log_warn("worker %u: shutdown timeout with %u connection(s) still open (%llu request(s) in flight)",
+			         w->slot + 1, http_server_connections(w->http),
 			         (unsigned long long)w->me->st.requests_in_flight);
 		event_base_loopbreak(w->base);
 	}
@@ -77,12 +80,9 @@ drain(evutil_socket_t sig, short what, void *arg)
 	log_info("worker %u draining", w->slot + 1);
 	w->draining = true;
 	w->drain_deadline_us = now_unix_us() + w->cfg->shutdown_timeout * 1000000;
-	if (w->bound != NULL) {
-		evhttp_del_accept_socket(w->http, w->bound);
-		w->bound = NULL;
-	}
 	/* Subscriptions never end on their own: end them now (D13). */
 	sse_drain(w);
+	http_server_drain(w->http);
 	tick(-1, 0, w);
 }
 
@@ -96,6 +96,7 @@ reload(evutil_socket_t sig, short what, void *arg)
 
 	if (log_reopen() != 0)
 		log_error("worker %u: cannot reopen the log file", w->slot + 1);
+	http_access_log_reopen();
 	if (sig != SIGHUP)
 		return;
 	/* Quietly: the supervisor has already reported what was ignored. */
@@ -108,7 +109,7 @@ reload(evutil_socket_t sig, short what, void *arg)
 
 int
 worker_main(const struct config *cfg, const struct store_backend *backend, const struct store_cfg *scfg,
-            struct shm *shm, uint32_t slot, int listen_fd)
+            struct shm *shm, uint32_t slot, int listen_fd, int admin_fd)
 {
 	struct worker wk, *w = &wk;
 	struct event *ticker;
@@ -135,9 +136,8 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	signal(SIGPIPE, SIG_IGN);
 
 	w->base = event_base_new();
-	w->http = w->base ? evhttp_new(w->base) : NULL;
 	w->tok = json_tokener_new_ex(MAX_DEPTH);
-	if (w->base == NULL || w->http == NULL || w->tok == NULL) {
+	if (w->base == NULL || w->tok == NULL) {
 		log_error("worker %u: out of memory at start", slot + 1);
 		return 2;
 	}
@@ -153,19 +153,12 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	if (sse_start(w) == NULL)
 		return 2;
 
-	evhttp_set_gencb(w->http, http_route, w);
-	/* every connection behind the filter that streams /import bodies */
-	evhttp_set_bevcb(w->http, import_filter_bevcb, NULL);
-	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-	                                        EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-	/* libevent 2.1 rejects a body over this limit itself, with a 413 of its
-	 * own (HTML body); it has no hook for a JSON one. Our JSON 413 covers a
-	 * body that reaches the handler over the limit (see rpc_handle). */
-	evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->max_body);
-	evhttp_set_max_headers_size(w->http, 64 * 1024);
-	evhttp_set_timeout(w->http, 120);
-	w->bound = evhttp_accept_socket_with_handle(w->http, listen_fd);
-	if (w->bound == NULL) {
+	if (http_access_log_open(cfg->access_log) != 0) {
+		log_error("worker %u: cannot open the access log %s: %s", slot + 1, cfg->access_log, strerror(errno));
+		return 2;
+	}
+	w->http = http_server_start(w, listen_fd, admin_fd);
+	if (w->http == NULL) {
 		log_error("worker %u: cannot accept on the listening socket: %s", slot + 1, strerror(errno));
 		return 2;
 	}
@@ -193,13 +186,15 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 		rc = 1;
 	w->me->ready = 0;
 
-	if (w->bound != NULL)
-		evhttp_del_accept_socket(w->http, w->bound);
-	sse_stop(w);
 	/* The store first: closing it fails what is still queued, and those
-	 * callbacks answer requests that evhttp_free would already have freed. */
+	 * callbacks answer their requests while the connections still exist.
+	 * Then the connections (streams' close callbacks run), then the
+	 * subscriptions they belonged to. */
 	w->store->ops->close(w->store);
-	evhttp_free(w->http);
+	http_server_free(w->http);
+	w->http = NULL;
+	sse_stop(w);
+	http_access_log_close();
 	event_free(ticker);
 	event_free(w->ev_term);
 	event_free(w->ev_int);

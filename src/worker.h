@@ -1,5 +1,5 @@
-/* A worker process: one event_base, one evhttp on the inherited listener,
- * its own database connections, pools and stats slot. */
+/* A worker process: one event_base, the HTTP connections of the inherited
+ * listeners, its own database connections, pools and stats slot. */
 #ifndef EVENTODB_WORKER_H
 #define EVENTODB_WORKER_H
 
@@ -13,8 +13,7 @@ struct shm;
 struct shm_worker;
 struct store;
 struct event_base;
-struct evhttp;
-struct evhttp_bound_socket;
+struct http_server;
 struct json_tokener;
 struct event;
 struct sse;
@@ -25,8 +24,7 @@ struct worker {
 	struct shm *shm;
 	struct shm_worker *me;       /* this worker's stats slot */
 	struct event_base *base;
-	struct evhttp *http;
-	struct evhttp_bound_socket *bound;
+	struct http_server *http;    /* the connections (conn.c) */
 	struct store *store;
 	struct json_tokener *tok;    /* reused for every request body */
 	struct pool ctx_pool;        /* struct rpc_ctx */
@@ -42,6 +40,6 @@ struct worker {
 struct store_backend;
 struct store_cfg;
 int worker_main(const struct config *cfg, const struct store_backend *backend, const struct store_cfg *scfg,
-                struct shm *shm, uint32_t slot, int listen_fd);
+                struct shm *shm, uint32_t slot, int listen_fd, int admin_fd);
 
 #endif

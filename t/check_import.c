@@ -1,6 +1,5 @@
-/* Unit tests for the bulk import pieces: the connection filter's HTTP framing
- * (what goes on to evhttp, what goes to the import) and the backup commands'
- * Go-compatible JSON output. */
+/* Unit tests for the backup commands' pieces: Go-compatible JSON output,
+ * URLs and flags, big integer literals. */
 #include "autoconf.h"
 
 #include <check.h>
@@ -10,7 +9,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "import.h"
 #include "jsonnum.h"
 
 static char *
@@ -23,235 +21,6 @@ take(struct evbuffer *b)
 	s[n] = '\0';
 	return s;
 }
-
-/* Feeds text to the filter; returns what evhttp would get (malloc'd). */
-static char *
-feed(struct import_filter *f, struct evbuffer *src, const char *text)
-{
-	struct evbuffer *dst = evbuffer_new();
-	char *s;
-
-	evbuffer_add(src, text, strlen(text));
-	import_filter_feed(f, src, dst);
-	s = take(dst);
-	evbuffer_free(dst);
-	return s;
-}
-
-START_TEST(test_filter_passes_other_requests)
-{
-	struct import_filter *f = import_filter_new_detached();
-	struct evbuffer *src = evbuffer_new();
-	const char *reqs = "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n[\"a\",\"b\"]"
-	                   "GET /health HTTP/1.1\r\n\r\n"
-	                   "POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-	                   "POST /importer HTTP/1.1\r\nContent-Length: 2\r\n\r\nxy";
-	char *s = feed(f, src, reqs);
-
-	/* a body that looks like a request head is still a body */
-	ck_assert_str_eq(s, reqs);
-	ck_assert_uint_eq(evbuffer_get_length(src), 0);
-	ck_assert(!import_filter_diverting(f));
-	free(s);
-	/* a head in pieces */
-	s = feed(f, src, "POST /rpc HTTP/1.1\r\nContent-Le");
-	ck_assert_str_eq(s, "");
-	free(s);
-	s = feed(f, src, "ngth: 2\r\n\r\n{}");
-	ck_assert_str_eq(s, "POST /rpc HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}");
-	free(s);
-	evbuffer_free(src);
-	import_filter_free_detached(f);
-}
-END_TEST
-
-START_TEST(test_filter_diverts_import_body)
-{
-	struct import_filter *f = import_filter_new_detached();
-	struct evbuffer *src = evbuffer_new();
-	char *s, *body;
-
-	s = feed(f, src,
-	         "POST /import?force=true HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\nExpect: 100-continue\r\n"
-	         "Authorization: Bearer t\r\n\r\nline1\nline");
-	ck_assert_str_eq(s, "POST /import?force=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
-	                    "Content-Length: 0\r\n\r\n");
-	free(s);
-	ck_assert(import_filter_diverting(f));
-	ck_assert(import_filter_expecting(f));
-	/* nothing moves until the handler takes the body */
-	ck_assert_uint_eq(evbuffer_get_length(src), 10);
-	import_filter_accept(f);
-	ck_assert(!import_filter_expecting(f));
-	s = feed(f, src, "2\nGET /next HTTP/1.1\r\n\r\n");
-	ck_assert_str_eq(s, "");
-	free(s);
-	body = take(import_filter_body(f));
-	ck_assert_str_eq(body, "line1\nline2\n");
-	free(body);
-	ck_assert(import_filter_ended(f));
-	/* the next request waits for the import to finish */
-	ck_assert_uint_eq(evbuffer_get_length(src), strlen("GET /next HTTP/1.1\r\n\r\n"));
-	import_filter_release(f);
-	s = feed(f, src, "");
-	ck_assert_str_eq(s, "GET /next HTTP/1.1\r\n\r\n");
-	free(s);
-	evbuffer_free(src);
-	import_filter_free_detached(f);
-}
-END_TEST
-
-START_TEST(test_filter_chunked_import)
-{
-	struct import_filter *f = import_filter_new_detached();
-	struct evbuffer *src = evbuffer_new();
-	char *s, *body;
-
-	s = feed(f, src, "PUT http://h:1/import HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-	ck_assert_str_eq(s, "PUT http://h:1/import HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
-	free(s);
-	import_filter_accept(f);
-	s = feed(f, src, "4\r\nab\nc\r\n");
-	free(s);
-	ck_assert(!import_filter_ended(f));
-	s = feed(f, src, "1 \r\n\n\r\n0\r\nX-Trailer: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
-	free(s);
-	body = take(import_filter_body(f));
-	ck_assert_str_eq(body, "ab\nc\n");
-	free(body);
-	ck_assert(import_filter_ended(f));
-	ck_assert(!import_filter_broken(f));
-	import_filter_release(f);
-	s = feed(f, src, "");
-	ck_assert_str_eq(s, "GET / HTTP/1.1\r\n\r\n");
-	free(s);
-	evbuffer_free(src);
-	import_filter_free_detached(f);
-}
-END_TEST
-
-START_TEST(test_filter_discard_and_broken)
-{
-	struct import_filter *f = import_filter_new_detached();
-	struct evbuffer *src = evbuffer_new();
-	char *s;
-
-	/* an import the handler refused: its body is dropped */
-	s = feed(f, src, "POST /import HTTP/1.1\r\nContent-Length: 6\r\n\r\nabc");
-	free(s);
-	import_filter_release(f);
-	s = feed(f, src, "defGET /x HTTP/1.1\r\n\r\n");
-	ck_assert_str_eq(s, "GET /x HTTP/1.1\r\n\r\n");
-	free(s);
-	/* an import with no body at all */
-	s = feed(f, src, "POST /import HTTP/1.1\r\n\r\n");
-	ck_assert_str_eq(s, "POST /import HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
-	free(s);
-	import_filter_accept(f);
-	ck_assert(import_filter_ended(f));
-	import_filter_release(f);
-	/* broken chunk framing: the import hears of it, evhttp gets the rest */
-	s = feed(f, src, "POST /import HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-	free(s);
-	import_filter_accept(f);
-	s = feed(f, src, "zz\r\nrest");
-	ck_assert(import_filter_broken(f));
-	ck_assert_str_eq(s, "zz\r\nrest");
-	free(s);
-	import_filter_release(f);
-	evbuffer_free(src);
-	import_filter_free_detached(f);
-
-	/* a head evhttp would reject: the filter becomes a plain pipe */
-	f = import_filter_new_detached();
-	src = evbuffer_new();
-	s = feed(f, src, "POST /import HTTP/1.1\r\nContent-Length: -5\r\n\r\nabc");
-	ck_assert_str_eq(s, "POST /import HTTP/1.1\r\nContent-Length: -5\r\n\r\nabc");
-	free(s);
-	evbuffer_free(src);
-	import_filter_free_detached(f);
-}
-END_TEST
-
-START_TEST(test_filter_backpressure)
-{
-	struct import_filter *f = import_filter_new_detached();
-	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new();
-	char head[128], *chunk = malloc(1024 * 1024);
-	size_t total = 3 * IMPORT_FILTER_BUF;
-
-	memset(chunk, 'x', 1024 * 1024);
-	snprintf(head, sizeof(head), "POST /import HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", total);
-	evbuffer_add(src, head, strlen(head));
-	import_filter_feed(f, src, dst);
-	evbuffer_drain(dst, evbuffer_get_length(dst));
-	import_filter_accept(f);
-	for (size_t i = 0; i < total / (1024 * 1024); i++)
-		evbuffer_add(src, chunk, 1024 * 1024);
-	import_filter_feed(f, src, dst);
-	/* the import's buffer holds at most IMPORT_FILTER_BUF; the rest waits */
-	ck_assert_uint_eq(evbuffer_get_length(import_filter_body(f)), IMPORT_FILTER_BUF);
-	ck_assert_uint_eq(evbuffer_get_length(src), total - IMPORT_FILTER_BUF);
-	evbuffer_drain(import_filter_body(f), IMPORT_FILTER_BUF);
-	import_filter_feed(f, src, dst);
-	ck_assert_uint_eq(evbuffer_get_length(import_filter_body(f)), IMPORT_FILTER_BUF);
-	ck_assert_uint_eq(evbuffer_get_length(dst), 0);
-	free(chunk);
-	evbuffer_free(src);
-	evbuffer_free(dst);
-	import_filter_free_detached(f);
-}
-END_TEST
-
-/* The same conversation fed one byte at a time: every split point of heads,
- * chunk-size lines, chunk data and trailers. */
-START_TEST(test_filter_byte_by_byte)
-{
-	const char *in = "POST /rpc HTTP/1.1\r\nContent-Length: 5\r\n\r\n[1,2]"
-	                 "POST /import HTTP/1.1\nTransfer-Encoding: chunked\nX-A: b\n\n"
-	                 "3\r\nab\n\r\n10 \r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n"
-	                 "POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n"
-	                 "POST /import HTTP/1.1\r\nContent-Length: 4\r\n\r\nwxyz"
-	                 "GET /health HTTP/1.1\r\n\r\n";
-	const char *want = "POST /rpc HTTP/1.1\r\nContent-Length: 5\r\n\r\n[1,2]"
-	                   "POST /import HTTP/1.1\nX-A: b\nContent-Length: 0\r\n\r\n"
-	                   "POST /rpc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n"
-	                   "POST /import HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-	                   "GET /health HTTP/1.1\r\n\r\n";
-	struct import_filter *f = import_filter_new_detached();
-	struct evbuffer *src = evbuffer_new(), *dst = evbuffer_new(), *bodies = evbuffer_new();
-	bool taken = false;
-	char *s;
-
-	for (size_t i = 0; in[i] != '\0'; i++) {
-		evbuffer_add(src, in + i, 1);
-		import_filter_feed(f, src, dst);
-		if (import_filter_diverting(f) && !taken) {
-			import_filter_accept(f);
-			taken = true;
-			import_filter_feed(f, src, dst);
-		}
-		if (taken && import_filter_ended(f)) {
-			evbuffer_add_buffer(bodies, import_filter_body(f));
-			evbuffer_add(bodies, "|", 1);
-			import_filter_release(f);
-			taken = false;
-			import_filter_feed(f, src, dst);
-		}
-	}
-	s = take(dst);
-	ck_assert_str_eq(s, want);
-	free(s);
-	s = take(bodies);
-	ck_assert_str_eq(s, "ab\n0123456789abcdef|wxyz|");
-	free(s);
-	ck_assert_uint_eq(evbuffer_get_length(src), 0);
-	evbuffer_free(src);
-	evbuffer_free(dst);
-	evbuffer_free(bodies);
-	import_filter_free_detached(f);
-}
-END_TEST
 
 START_TEST(test_go_float)
 {
@@ -363,14 +132,6 @@ import_suite(void)
 	Suite *s = suite_create("import");
 	TCase *tc;
 
-	tc = tcase_create("filter");
-	tcase_add_test(tc, test_filter_passes_other_requests);
-	tcase_add_test(tc, test_filter_diverts_import_body);
-	tcase_add_test(tc, test_filter_chunked_import);
-	tcase_add_test(tc, test_filter_discard_and_broken);
-	tcase_add_test(tc, test_filter_backpressure);
-	tcase_add_test(tc, test_filter_byte_by_byte);
-	suite_add_tcase(s, tc);
 	tc = tcase_create("cli");
 	tcase_add_test(tc, test_go_float);
 	tcase_add_test(tc, test_json_go);

@@ -528,7 +528,7 @@ class Server:
     """
 
     def __init__(self, db_url=None, token=None, with_token=True, workers=2, extra=(), env=None,
-                 name="server"):
+                 name="server", preexec=None):
         if db_url is None and STORE == "sqlite":
             # The embedded store: one data directory per test module, so a
             # restarted server finds the same data.
@@ -544,6 +544,7 @@ class Server:
         self.workers = workers
         self.extra = list(extra)
         self.env = env
+        self.preexec = preexec  # runs in the child before exec (e.g. resource limits)
         self.name = name
         self.proc = None
         self.port = None
@@ -582,7 +583,8 @@ class Server:
             env.update(self.env)
         self.returncode = None
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._logf,
-                                     stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
+                                     stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
+                                     preexec_fn=self.preexec)
         return self.proc
 
     def start(self, timeout=20):

@@ -108,7 +108,9 @@ class TestSignals(harness.TestCase):
         try:
             conn = srv.connection()
             self.assertOk(srv.rpc("sys.version", conn=conn))
-            self.assertTrue(harness.wait_until(lambda: "HTTP request" in srv.log(), 5))
+            # a worker's info line (requests go to the access log, not here)
+            srv.create_namespace()
+            self.assertTrue(harness.wait_until(lambda: "namespace created" in srv.log(), 5))
             stream = unique("hup") + "-1"
             sub = sse_client.subscribe(srv, {"stream": stream})
             self.assertTrue(sub.wait_ready(), "SSE subscription not ready")
@@ -127,31 +129,39 @@ class TestSignals(harness.TestCase):
                                  "no poke on the SSE stream opened before SIGHUP")
             self.assertFalse(sub.closed)
             sub.close()
+            srv.create_namespace()
             time.sleep(0.3)
-            self.assertNotIn("HTTP request", srv.log()[size:], "info lines after switching to warn level")
+            self.assertNotIn("namespace created", srv.log()[size:], "info lines after switching to warn level")
             conn.close()
         finally:
             srv.stop()
 
     def test_sigusr1_reopens_log_file(self):
         logfile = os.path.join(harness.module_tmp(), "eventodb-%s.log" % unique("l"))
-        srv = harness.Server(name="usr1", workers=2, extra=["--log-file", logfile])
+        access = logfile + ".access"
+        srv = harness.Server(name="usr1", workers=2, extra=["--log-file", logfile, "--access-log", access])
         srv.argv = lambda: [a for a in harness.Server.argv(srv) if a not in ("--log-level", "debug")] + \
             ["--log-level", "info"]
         srv.start()
         try:
             self.assertOk(srv.rpc("sys.version"))
             self.assertTrue(harness.wait_until(lambda: os.path.getsize(logfile) > 0, 5))
+            # the access log is written once a second
+            self.assertTrue(harness.wait_until(lambda: os.path.exists(access) and os.path.getsize(access) > 0, 5))
             os.rename(logfile, logfile + ".1")
+            os.rename(access, access + ".1")
             os.kill(srv.pid, signal.SIGUSR1)
             self.assertTrue(harness.wait_until(lambda: os.path.exists(logfile), 5), "log file not reopened")
             time.sleep(0.3)
             for _ in range(3):
                 self.assertOk(srv.rpc("sys.version"))
+            srv.create_namespace()  # a worker's info line
+            self.assertTrue(harness.wait_until(lambda: "namespace created" in open(logfile).read(), 5))
             with open(logfile) as f:
                 text = f.read()
-            self.assertIn("HTTP request", text)
             self.assertRegex(text, r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[\d+\] INFO ", "console format <time> [pid] LEVEL")
+            self.assertTrue(harness.wait_until(lambda: os.path.exists(access) and "POST /rpc" in open(access).read(),
+                                               5), "access log not reopened")
         finally:
             srv.stop()
 
