@@ -484,6 +484,7 @@ run(struct config *cfg)
 		log_error("cannot map the shared region: %s", strerror(errno));
 		return 1;
 	}
+	h.scfg.ns_generation = &shm_header(h.shm)->ns_generation;
 	notify_pg_setup(cfg, h.shm);
 	if (h.backend->load_namespaces(&h.scfg, seed_ns, NULL, err, sizeof(err)) != 0) {
 		log_error("cannot load namespaces: %s", err);

@@ -542,5 +542,85 @@ class TestSys(Base):
         self.assertError(self.rpc("sys.health", token=None), 401, "AUTH_REQUIRED")
 
 
+def conns_on_every_worker(srv, nworkers):
+    """One keep-alive connection held by each worker process: {pid: HTTPConnection}."""
+    pids = srv.worker_pids()
+    got, spare = {}, []
+    for _ in range(400):
+        hc = srv.connection()
+        hc.connect()
+        r = srv.rpc("sys.version", conn=hc)
+        assert r.status == 200, r
+        owner = harness.socket_owner(hc.sock, srv.port, pids)
+        if owner is not None and owner not in got:
+            got[owner] = hc
+        else:
+            spare.append(hc)
+        if len(got) == nworkers:
+            break
+    for hc in spare:
+        hc.close()
+    assert len(got) == nworkers, "connections did not land on every worker"
+    return got
+
+
+def open_files(pid, under):
+    """Targets of pid's descriptors that name files below directory under (" (deleted)" kept)."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if t.startswith(under + "/"):
+            out.append(t)
+    return out
+
+
+class DeletedNamespaceFiles:
+    """Embedded store: ns.delete removes <ns>.db, -wal and -shm; a worker that had the namespace
+    open must close them too, or every deleted namespace leaks descriptors (and disk space) in
+    every worker that ever used it."""
+
+    def test_no_worker_keeps_deleted_namespace_files_open(self):
+        nworkers = 3
+        data = os.path.join(harness.module_tmp(), "fd-data")
+        srv = harness.Server(db_url="sqlite://metadata.db", name="fds", workers=nworkers,
+                             extra=["--data-dir", data]).start()
+        conns = {}
+        try:
+            conns = conns_on_every_worker(srv, nworkers)
+            total_before = {pid: len(os.listdir("/proc/%d/fd" % pid)) for pid in conns}
+            for i in range(40):
+                ns_id, tok = srv.create_namespace()
+                for hc in conns.values():
+                    # each worker writes, reads and lists (which opens every namespace)
+                    self.assertEqual(srv.rpc("stream.write", "c-%d" % i, MSG, token=tok, conn=hc).status, 200)
+                    self.assertEqual(srv.rpc("stream.get", "c-%d" % i, token=tok, conn=hc).status, 200)
+                    self.assertEqual(srv.rpc("ns.list", conn=hc).status, 200)
+                hc = list(conns.values())[i % nworkers]
+                self.assertEqual(srv.rpc("ns.delete", ns_id, conn=hc).status, 200)
+
+            def leaks():
+                return {pid: [t for t in open_files(pid, data) if t.endswith(" (deleted)")] for pid in conns}
+
+            harness.wait_until(lambda: not any(leaks().values()), 5)
+            self.assertEqual(leaks(), {pid: [] for pid in conns})
+            for pid in conns:
+                with self.subTest(pid=pid):
+                    # the registry and the default namespace (.db, -wal, -shm each) at most
+                    self.assertLessEqual(len(open_files(pid, data)), 6, open_files(pid, data))
+                    self.assertLessEqual(len(os.listdir("/proc/%d/fd" % pid)), total_before[pid] + 3)
+        finally:
+            for hc in conns.values():
+                hc.close()
+            srv.stop()
+
+
+if harness.STORE == "sqlite":
+    class TestDeletedNamespaceFiles(DeletedNamespaceFiles, harness.TestCase):
+        pass
+
+
 if __name__ == "__main__":
     harness.main()
