@@ -752,6 +752,13 @@ clear_done(const struct store_reply *r, void *arg)
 		imp_done(imp);
 		return;
 	}
+	if (r->status == ST_NS_NOT_FOUND) {
+		/* deleted between the authentication and the clear */
+		char msg[128];
+		snprintf(msg, sizeof(msg), "Namespace '%s' not found", imp->ns);
+		reject(imp, 404, "NAMESPACE_NOT_FOUND", msg, NULL);
+		return;
+	}
 	if (r->status != ST_OK) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "Failed to clear namespace: %s", r->error ? r->error : "store error");

@@ -518,6 +518,24 @@ class TestImport(Base):
             self.assertGreater(written[0], last)
         self.assertGreater(SRV.write("after-1", token=tok)["globalPosition"], max(gpos))
 
+    def test_force_into_a_namespace_deleted_meanwhile_is_404(self):
+        """?force=true clears the namespace before reading the body; a namespace deleted between the
+        authentication and the clear is NAMESPACE_NOT_FOUND (404), not a 500."""
+        ns, tok = self.ns()
+        SRV.write("gone-1", token=tok)
+        with store_blocker(ns) as blocker:
+            blocker.hold_table()
+            out = {}
+            t = threading.Thread(target=lambda: out.update(
+                zip(("r", "ev"), do_import(SRV, ndjson([rec(1, pos=0)]), tok, query="?force=true"))))
+            t.start()
+            blocker.wait_waiting(1)
+            blocker.delete_namespace()
+            t.join(30)
+        r = out["r"]
+        self.assertError(r, 404, "NAMESPACE_NOT_FOUND")
+        self.assertTrue(r.headers.get("Content-Type", "").startswith("application/json"), r.headers)
+
     def test_auth_errors_are_json(self):
         ns_id, tok = self.ns()
         body = ndjson([rec(1)])
