@@ -544,9 +544,10 @@ class TestSys(Base):
 
 def conns_on_every_worker(srv, nworkers):
     """One keep-alive connection held by each worker process: {pid: HTTPConnection}."""
-    pids = srv.worker_pids()
-    got, spare = {}, []
-    for _ in range(400):
+    got = {}
+    deadline = time.monotonic() + 20  # a worker may still be starting
+    while len(got) < nworkers and time.monotonic() < deadline:
+        pids = srv.worker_pids()
         hc = srv.connection()
         hc.connect()
         r = srv.rpc("sys.version", conn=hc)
@@ -555,11 +556,8 @@ def conns_on_every_worker(srv, nworkers):
         if owner is not None and owner not in got:
             got[owner] = hc
         else:
-            spare.append(hc)
-        if len(got) == nworkers:
-            break
-    for hc in spare:
-        hc.close()
+            hc.close()
+            time.sleep(0.01)
     assert len(got) == nworkers, "connections did not land on every worker"
     return got
 
