@@ -25,6 +25,7 @@ struct config {
 	int64_t max_batch_size;
 	int64_t max_body;
 	int64_t max_message;
+	int64_t max_namespaces;
 	int64_t max_subscriptions;
 	bool pg_notify;
 	char *pidfile;

@@ -76,6 +76,7 @@ http_status_for(const char *code)
 		{"NAMESPACE_NOT_FOUND", 404}, {"NOT_FOUND", 404}, {"STREAM_VERSION_CONFLICT", 409},
 		{"NAMESPACE_EXISTS", 409}, {"MESSAGE_EXISTS", 409}, {"BODY_TOO_LARGE", 413},
 		{"MESSAGE_TOO_LARGE", 413}, {"BACKEND_UNAVAILABLE", 503}, {"TOO_MANY_REQUESTS", 429},
+		{"NAMESPACE_LIMIT", 507},
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
@@ -166,6 +167,7 @@ send_with_type(struct worker *w, struct evhttp_request *req, int status, struct 
 	case 429: reason = "Too Many Requests"; break;
 	case 501: reason = "Not Implemented"; break;
 	case 503: reason = "Service Unavailable"; break;
+	case 507: reason = "Insufficient Storage"; break;
 	default: reason = status >= 500 ? "Internal Server Error" : "Error";
 	}
 	account(w, status, start_us);

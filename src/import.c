@@ -862,7 +862,14 @@ import_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 		evhttp_connection_set_closecb(imp->conn, on_close, imp);
 	if (a.autocreate) {
 		/* test mode: create the token's namespace first (SPEC D2) */
-		if (auth_autocreate(w, &a, autocreated, imp) != 0) {
+		int rc = auth_autocreate(w, &a, autocreated, imp);
+		if (rc == AUTH_NS_LIMIT) {
+			char msg[160];
+			auth_ns_limit_message(w, msg, sizeof(msg));
+			reject(imp, 507, "NAMESPACE_LIMIT", msg, NULL);
+			return;
+		}
+		if (rc != 0) {
 			reject(imp, 503, "BACKEND_UNAVAILABLE",
 			       "Database unavailable: no connection, or too many requests waiting", NULL);
 			return;

@@ -1128,9 +1128,15 @@ sse_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 
 	if (a.autocreate) {
 		/* Test mode: the token's namespace is created first (SPEC D2). */
-		if (auth_autocreate(w, &a, autocreated, sub) != 0) {
+		int arc = auth_autocreate(w, &a, autocreated, sub);
+		if (arc != 0) {
+			char msg[160];
 			sub_free(sub);
-			return http_send_error(w, req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL, start_us);
+			if (arc != AUTH_NS_LIMIT)
+				return http_send_error(w, req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL,
+				                       start_us);
+			auth_ns_limit_message(w, msg, sizeof(msg));
+			return http_send_error(w, req, 507, "NAMESPACE_LIMIT", msg, NULL, start_us);
 		}
 		return;
 	}
