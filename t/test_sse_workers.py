@@ -471,12 +471,14 @@ class TwoServers:
             self.assertTrue(sub.wait_ready(5))
             a.write(s)
             self.assertEqual(len(sub.wait_pokes(1, 2)), 1, "no cross-host poke before the outage")
+            listeners = ("FROM pg_stat_activity WHERE datname = '%s' AND application_name = 'eventodb-listener'"
+                         % db)
+            up = harness.wait_until(lambda: pg.psql("SELECT count(*) " + listeners, db="postgres") == "2", 10)
+            self.assertTrue(up, "expected one listener per server")
             pg.psql("ALTER DATABASE %s ALLOW_CONNECTIONS false" % db, db="postgres")
             try:
-                killed = pg.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                                 " WHERE datname = '%s' AND application_name = 'eventodb-listener'" % db,
-                                 db="postgres")
-                self.assertEqual(killed, "2", "expected one listener per server")
+                killed = pg.psql("SELECT count(pg_terminate_backend(pid)) " + listeners, db="postgres")
+                self.assertEqual(killed, "2")
                 t_out = time.monotonic()
                 while time.monotonic() - t_out < 7:
                     # writes go on through the connections the stores already have
