@@ -146,6 +146,7 @@ struct autocreate {
 	char ns[SHM_NS_ID_MAX];
 	char hash[65];
 	char token[TOKEN_MAXLEN + 1];
+	uint64_t ticket; /* its place in the namespace table, 0 = none */
 };
 
 static void
@@ -157,12 +158,14 @@ autocreate_done(const struct store_reply *r, void *arg)
 
 	/* Another worker may have created it a moment ago: that is fine too. */
 	if (r->status != ST_OK && r->status != ST_NS_EXISTS) {
+		shm_ns_release(ac->w->shm, ac->ns, ac->ticket);
 		snprintf(msg, sizeof(msg), "Failed to create namespace: %s", r->error ? r->error : "store error");
 		ac->done(ac->arg, NULL, msg);
 		free(ac);
 		return;
 	}
-	/* Test mode does not check hashes, so caching ours is right either way. */
+	/* Test mode does not check hashes, so caching ours is right either way;
+	 * it fills the place reserved in auth_autocreate. */
 	digest_sha256(ac->token, strlen(ac->token), hash);
 	if (shm_ns_put(ac->w->shm, ac->ns, hash) != 0)
 		log_error("namespace table full: '%s' cannot be cached", ac->ns);
@@ -190,7 +193,13 @@ auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_c
 	ac->req.token_hash = ac->hash;
 	ac->req.description = "Auto-created in test mode";
 	ac->req.created_at = now_unix_us() / 1000000;
+	/* as ns.create: a place in the table first, or nothing is created */
+	if (shm_ns_reserve(w->shm, ac->ns, &ac->ticket) == SHM_NS_RESERVE_FULL) {
+		free(ac);
+		return AUTH_NS_LIMIT;
+	}
 	if (w->store->ops->ns_create(w->store, &ac->req, autocreate_done, ac) != 0) {
+		shm_ns_release(w->shm, ac->ns, ac->ticket);
 		free(ac);
 		return -1;
 	}
@@ -216,4 +225,10 @@ auth_require_admin(struct worker *w, struct http_req *req)
 		return -1;
 	}
 	return 0;
+}
+
+void
+auth_ns_limit_message(struct worker *w, char *buf, size_t cap)
+{
+	shm_ns_limit_message(w->shm, buf, cap);
 }

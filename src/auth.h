@@ -36,10 +36,14 @@ int auth_require_admin(struct worker *w, struct http_req *req);
  * done(arg, token, NULL) — the caller adds X-EventoDB-Token: token to its
  * reply and goes on — or done(arg, NULL, message) on a store error (answer
  * 500 BACKEND_ERROR). Returns -1 without calling done when the store cannot
- * take the request (answer 503).
+ * take the request (answer 503), or AUTH_NS_LIMIT when the namespace table
+ * is full, before anything is created (answer 507 NAMESPACE_LIMIT with
+ * auth_ns_limit_message).
  */
+#define AUTH_NS_LIMIT (-2)
 typedef void (*auth_autocreate_cb)(void *arg, const char *token, const char *error);
 int auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_cb done, void *arg);
+void auth_ns_limit_message(struct worker *w, char *buf, size_t cap);
 /* Validates a namespace id per SPEC D11. */
 bool auth_valid_ns_id(const char *id, size_t len);
 

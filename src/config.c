@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "shm.h"
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -57,6 +58,9 @@ const struct option_def config_options[] = {
 	 "largest request head: request line and header fields (431 HEADERS_TOO_LARGE above it)"},
 	{"max-message", OPT_SIZE, "1MiB", false, OFF(max_message), 64, (int64_t)1 << 32,
 	 "largest data+metadata of one message (413 MESSAGE_TOO_LARGE above it)"},
+	{"max-namespaces", OPT_INT, "4096", false, OFF(max_namespaces), 1, SHM_NS_LIMIT_MAX,
+	 "namespaces the server holds, default included (507 NAMESPACE_LIMIT above it; a bigger registry"
+	 " refuses to start)"},
 	{"max-subscriptions", OPT_INT, "10000", false, OFF(max_subscriptions), 1, 100000000,
 	 "live subscriptions (GET /subscribe) per namespace over all workers (429 above it)"},
 	{"pg-notify", OPT_BOOL, "true", false, OFF(pg_notify), 0, 0,

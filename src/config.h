@@ -31,6 +31,7 @@ struct config {
 	int64_t max_connections;
 	int64_t max_header_size;
 	int64_t max_message;
+	int64_t max_namespaces;
 	int64_t max_subscriptions;
 	bool pg_notify;
 	char *pidfile;

@@ -77,7 +77,7 @@ http_status_for(const char *code)
 		{"MESSAGE_TOO_LARGE", 413}, {"BACKEND_UNAVAILABLE", 503}, {"TOO_MANY_REQUESTS", 429},
 		{"REQUEST_TIMEOUT", 408}, {"LENGTH_REQUIRED", 411}, {"URI_TOO_LONG", 414},
 		{"HEADERS_TOO_LARGE", 431}, {"NOT_IMPLEMENTED", 501}, {"HTTP_VERSION_NOT_SUPPORTED", 505},
-		{"TOO_MANY_CONNECTIONS", 503},
+		{"TOO_MANY_CONNECTIONS", 503}, {"NAMESPACE_LIMIT", 507},
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)

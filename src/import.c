@@ -701,6 +701,13 @@ clear_done(const struct store_reply *r, void *arg)
 		imp_done(imp);
 		return;
 	}
+	if (r->status == ST_NS_NOT_FOUND) {
+		/* deleted between the authentication and the clear */
+		char msg[128];
+		snprintf(msg, sizeof(msg), "Namespace '%s' not found", imp->ns);
+		reject(imp, 404, "NAMESPACE_NOT_FOUND", msg, NULL);
+		return;
+	}
 	if (r->status != ST_OK) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "Failed to clear namespace: %s", r->error ? r->error : "store error");
@@ -788,7 +795,14 @@ import_handle(struct http_req *req)
 	http_on_close(req, on_close, imp);
 	if (a.autocreate) {
 		/* test mode: create the token's namespace first (SPEC D2) */
-		if (auth_autocreate(w, &a, autocreated, imp) != 0) {
+		int rc = auth_autocreate(w, &a, autocreated, imp);
+		if (rc == AUTH_NS_LIMIT) {
+			char msg[160];
+			auth_ns_limit_message(w, msg, sizeof(msg));
+			reject(imp, 507, "NAMESPACE_LIMIT", msg, NULL);
+			return;
+		}
+		if (rc != 0) {
 			reject(imp, 503, "BACKEND_UNAVAILABLE",
 			       "Database unavailable: no connection, or too many requests waiting", NULL);
 			return;

@@ -45,8 +45,13 @@
 #include "worker.h"
 
 #define NOTIFY_CHANNEL "eventodb"
+/* Reconnect back-off. The cap is short on purpose: while the listener is
+ * away this server's subscribers miss the other servers' writes (the resync
+ * on reconnect catches them up), and an attempt costs one connection try a
+ * second; a long cap only delays the recovery (a 10 s cap gave pokes 7 s
+ * after the database was back). */
 #define BACKOFF_MIN_MS 200
-#define BACKOFF_MAX_MS 10000
+#define BACKOFF_MAX_MS 1000
 #define HEARTBEAT_S 10 /* the write function treats 30 s without one as gone */
 
 enum notify_state { N_IDLE, N_CONNECTING, N_LISTEN, N_READY };
@@ -62,6 +67,7 @@ struct notify_pg {
 	short want; /* events ev_io waits for */
 	bool busy;  /* a statement's results are pending */
 	int backoff_ms;
+	int failures; /* attempts failed since the last time it listened */
 	char upsert[160];
 };
 
@@ -94,7 +100,10 @@ static void
 drop(struct notify_pg *n, const char *why)
 {
 	if (n->pg != NULL) {
-		log_warn("write listener: %s; reconnecting in %d ms", why, n->backoff_ms);
+		/* one warning per outage, not one a second */
+		log_msg(n->failures == 0 ? LVL_WARN : LVL_DEBUG, "write listener: %s; reconnecting in %d ms", why,
+		        n->backoff_ms);
+		n->failures++;
 		PQfinish(n->pg);
 		n->pg = NULL;
 	}
@@ -252,7 +261,12 @@ on_ready(struct notify_pg *n)
 	n->state = N_READY;
 	event_add(n->ev_beat, &beat);
 	n->backoff_ms = BACKOFF_MIN_MS;
-	log_info("write listener: listening for the writes of other servers");
+	if (n->failures > 1)
+		log_info("write listener: listening for the writes of other servers again after %d failed attempts",
+		         n->failures - 1);
+	else
+		log_info("write listener: listening for the writes of other servers");
+	n->failures = 0;
 	/* Whatever was notified while nobody listened is lost: forget cached
 	 * versions and let every subscriber catch up from the database. */
 	ring_index_clear(n->w->shm);

@@ -73,6 +73,14 @@ struct ring_worker {
 	uint32_t pad;
 } __attribute__((aligned(64)));
 
+/*
+ * Per namespace-table slot rows. The namespace table reuses the slot of a
+ * deleted namespace, so each row carries the generation it belongs to:
+ * generations are unique for the life of the region (every create bumps the
+ * table's counter), so a row of the slot's previous namespace never matches
+ * the new one and is reset when the new one first uses it.
+ */
+
 /* One worker's subscription count of one namespace slot. */
 struct ring_nsc {
 	uint64_t gen;
@@ -129,16 +137,6 @@ align64(size_t n)
 	return (n + 63) & ~(size_t)63;
 }
 
-static uint32_t
-pow2_at_least(uint32_t n)
-{
-	uint32_t cap = 16;
-
-	while (cap < n)
-		cap <<= 1;
-	return cap;
-}
-
 static struct ring_hdr *
 hdr(struct shm *s)
 {
@@ -182,11 +180,13 @@ data_size(size_t ring_bytes)
 }
 
 size_t
-ring_part_size(uint32_t nworkers, uint32_t ns_capacity, size_t ring_bytes)
+ring_part_size(uint32_t nworkers, uint32_t ns_limit, size_t ring_bytes)
 {
+	/* one row per slot of the namespace table, which the slot numbers index */
+	uint32_t slots = shm_ns_table_slots(ns_limit);
 	size_t h = align64(sizeof(struct ring_hdr) + (size_t)nworkers * sizeof(struct ring_worker));
-	size_t nsc = align64((size_t)nworkers * pow2_at_least(ns_capacity) * sizeof(struct ring_nsc));
-	size_t nsg = align64((size_t)pow2_at_least(ns_capacity) * sizeof(struct ring_nsg));
+	size_t nsc = align64((size_t)nworkers * slots * sizeof(struct ring_nsc));
+	size_t nsg = align64((size_t)slots * sizeof(struct ring_nsg));
 
 	return h + nsc + nsg + align64(data_size(ring_bytes));
 }
@@ -205,7 +205,7 @@ ring_init(struct shm *s, size_t ring_bytes)
 	}
 	r->nworkers = sh->nworkers;
 	r->size = data_size(ring_bytes);
-	r->ns_slots = pow2_at_least(sh->ns_capacity);
+	r->ns_slots = sh->ns_capacity;
 	r->nsc_off = align64(sizeof(struct ring_hdr) + (size_t)r->nworkers * sizeof(struct ring_worker));
 	r->nsg_off = r->nsc_off + align64((size_t)r->nworkers * r->ns_slots * sizeof(struct ring_nsc));
 	r->data_off = r->nsg_off + align64((size_t)r->ns_slots * sizeof(struct ring_nsg));

@@ -47,9 +47,10 @@ enum ring_read_result {
 	RING_RESYNC,  /* the cross-host listener asked everyone to resync */
 };
 
-/* Sizes of the two parts of the region (for shm_create_ex). */
+/* Sizes of the two parts of the region (for shm_create_ex, with the same
+ * namespace limit). */
 size_t ring_index_size(void);
-size_t ring_part_size(uint32_t nworkers, uint32_t ns_capacity, size_t ring_bytes);
+size_t ring_part_size(uint32_t nworkers, uint32_t ns_limit, size_t ring_bytes);
 /* Lays out both parts and creates one eventfd per worker (supervisor,
  * before fork). 0, or -1 with errno set. */
 int ring_init(struct shm *s, size_t ring_bytes);

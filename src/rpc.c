@@ -501,8 +501,14 @@ rpc_handle(struct http_req *req)
 	}
 	if (a.autocreate) {
 		/* Test mode: create the token's namespace first (SPEC D2). */
-		if (auth_autocreate(w, &a, autocreated, c) != 0)
+		int rc = auth_autocreate(w, &a, autocreated, c);
+		if (rc == AUTH_NS_LIMIT) {
+			char msg[160];
+			auth_ns_limit_message(w, msg, sizeof(msg));
+			rpc_fail(c, "NAMESPACE_LIMIT", msg, NULL);
+		} else if (rc != 0) {
 			rpc_fail_busy(c);
+		}
 		return;
 	}
 	dispatch(c);

@@ -73,11 +73,15 @@ create_done(const struct store_reply *r, void *arg)
 	uint8_t hash[32];
 	char ts[RFC3339_BUFLEN];
 
+	if (r->status != ST_OK)
+		shm_ns_release(c->w->shm, c->nsid, (uint64_t)c->num);
 	if (r->status == ST_NS_EXISTS)
 		return rpc_failf(c, "NAMESPACE_EXISTS", "Namespace '%s' already exists", c->nsid);
 	if (r->status != ST_OK)
 		return rpc_fail_store(c, r, "Failed to create namespace");
 	digest_sha256(c->token, strlen(c->token), hash);
+	/* fills the place reserved in rpc_ns_create; only an id the table had
+	 * already (and lost meanwhile to a full table) can fail here */
 	if (shm_ns_put(c->w->shm, c->nsid, hash) != 0)
 		log_error("namespace table full: '%s' is created but cannot authenticate until restart", c->nsid);
 	log_info("namespace created namespace=%s", c->nsid);
@@ -101,6 +105,7 @@ rpc_ns_create(struct rpc_ctx *c)
 	size_t toklen = 0;
 	bool present;
 	char tokns[TOKEN_NS_MAX + 1], err[160];
+	uint64_t ticket;
 
 	if (!c->admin)
 		return forbid(c);
@@ -127,12 +132,22 @@ rpc_ns_create(struct rpc_ctx *c)
 		token_generate(c->nsid, c->token);
 	}
 	digest_sha256_hex(c->token, strlen(c->token), c->hash);
+	/* Hold a place in the namespace table before anything is stored, so
+	 * no worker can create past the limit (the ticket is in c->num). */
+	if (shm_ns_reserve(c->w->shm, c->nsid, &ticket) == SHM_NS_RESERVE_FULL) {
+		char msg[160];
+		shm_ns_limit_message(c->w->shm, msg, sizeof(msg));
+		return rpc_fail(c, "NAMESPACE_LIMIT", msg, NULL);
+	}
+	c->num = (int64_t)ticket;
 	q->id = c->nsid;
 	q->description = desc;
 	q->created_at = now_unix_us() / 1000000;
 	q->token_hash = c->hash;
-	if (STORE(c)->ops->ns_create(STORE(c), q, create_done, c) != 0)
+	if (STORE(c)->ops->ns_create(STORE(c), q, create_done, c) != 0) {
+		shm_ns_release(c->w->shm, c->nsid, ticket);
 		rpc_fail_busy(c);
+	}
 }
 
 /* ---- ns.delete ---------------------------------------------------------- */

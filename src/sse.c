@@ -959,9 +959,14 @@ sse_handle(struct http_req *req)
 
 	if (a.autocreate) {
 		/* Test mode: the token's namespace is created first (SPEC D2). */
-		if (auth_autocreate(w, &a, autocreated, sub) != 0) {
+		int arc = auth_autocreate(w, &a, autocreated, sub);
+		if (arc != 0) {
+			char msg[160];
 			sub_free(sub);
-			return http_send_error(req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL);
+			if (arc != AUTH_NS_LIMIT)
+				return http_send_error(req, 503, "BACKEND_UNAVAILABLE", "Database unavailable", NULL);
+			auth_ns_limit_message(w, msg, sizeof(msg));
+			return http_send_error(req, 507, "NAMESPACE_LIMIT", msg, NULL);
 		}
 		return;
 	}

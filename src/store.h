@@ -174,6 +174,10 @@ struct store_cfg {
 	const char *url;      /* --db-url as given */
 	const char *data_dir; /* --data-dir (embedded store) */
 	int pool_size;        /* --db-pool-size */
+	/* The namespace table's generation in the shared region, bumped by
+	 * every namespace create or delete on this server; a store that keeps
+	 * per-namespace handles re-checks them when it moves. NULL: none. */
+	const volatile uint64_t *ns_generation;
 };
 
 /* A registered namespace, as the supervisor loads it into the shared table. */

@@ -531,25 +531,13 @@ stmt_build(int variant, const char *s, int *nparams)
 	case V_IMPORT:
 		/*
 		 * One import batch: $1 is a JSON array of {i,s,t,p,g,d,m,u}
-		 * records (u: microseconds since the epoch). One statement, so
-		 * the batch commits or fails as a whole. The sequence then moves
-		 * to the batch's highest position only when its next value would
-		 * not be above it (is_called false: last_value is the next value
-		 * itself), so it never goes backwards.
+		 * records. The function (namespace migration 005) locks out the
+		 * writes while it inserts and moves the sequence, so no write
+		 * can draw a position of the batch; the batch commits or fails
+		 * as a whole, and the sequence never goes backwards.
 		 */
 		*nparams = 1;
-		n = snprintf(buf, sizeof(buf),
-		             "WITH r AS (SELECT * FROM json_to_recordset($1::json)"
-		             " AS x(i uuid, s text, t text, p int8, g int8, d jsonb, m jsonb, u int8)),"
-		             " ins AS (INSERT INTO %s.messages"
-		             " (id, stream_name, type, \"position\", global_position, data, metadata, \"time\")"
-		             " SELECT i, s, t, p, g, d, m, timestamp 'epoch' + u * interval '1 microsecond' FROM r"
-		             " RETURNING global_position)"
-		             " SELECT CASE WHEN q.mx >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END"
-		             " FROM %s.messages_global_position_seq)"
-		             " THEN setval('%s.messages_global_position_seq', q.mx, true) ELSE q.mx END"
-		             " FROM (SELECT max(global_position) AS mx FROM ins) q",
-		             s, s, s);
+		n = snprintf(buf, sizeof(buf), "SELECT %s.import_batch($1::json)", s);
 		break;
 	case V_CLEAR:
 		/* transactional, and restarts the sequence the table owns */

@@ -12,7 +12,12 @@
  * and their strings until its callback has returned.
  *
  * Database handles belong to the thread: the registry, and a small LRU
- * cache of namespace databases, each with its prepared statements.
+ * cache of namespace databases, each with its prepared statements. A
+ * namespace deleted by another worker leaves its files open here until the
+ * handle is dropped: whenever the shared namespace generation moves (every
+ * create and delete bumps it), the thread drops the handles whose file is
+ * no longer the one at their path; an idle thread with handles open looks
+ * once a second, so a worker that gets no more requests lets go too.
  * Several processes share the files (WAL). Writers are serialized by
  * SQLite's write lock: stream.write reads the stream version and inserts
  * inside one BEGIN IMMEDIATE transaction, so expectedVersion is checked
@@ -33,6 +38,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -46,6 +52,10 @@
 #endif
 #ifndef SQ_MAX_HANDLES
 #define SQ_MAX_HANDLES 32 /* namespace databases kept open per store */
+#endif
+
+#ifndef SQ_SWEEP_MS
+#define SQ_SWEEP_MS 1000 /* an idle thread with namespace handles open looks for stale ones */
 #endif
 
 #define SQ_MAGIC 0x53514c54u    /* "SQLT" */
@@ -218,7 +228,10 @@ struct sq_store {
 	sqlite3 *reg;
 	sqlite3_stmt *rq[R_NSTMT];
 	struct sq_ns ns[SQ_MAX_HANDLES];
+	int nhandles;
 	uint64_t tick;
+	const volatile uint64_t *ns_gen; /* shared namespace generation, or NULL */
+	uint64_t ns_gen_seen;
 	/* written by the thread, read by connections() */
 	atomic_int nconn;
 	int efd;
@@ -409,6 +422,7 @@ ns_drop(struct sq_store *st, struct sq_ns *h)
 			sqlite3_finalize(h->q[i]);
 	sq_close(h->db);
 	atomic_fetch_sub(&st->nconn, 1);
+	st->nhandles--;
 	memset(h, 0, sizeof(*h));
 }
 
@@ -475,6 +489,7 @@ ns_get(struct sq_store *st, const char *id, struct sq_ns **out, struct sq_op *op
 		}
 		snprintf(h->id, sizeof(h->id), "%s", id);
 		h->db = db;
+		st->nhandles++;
 		h->dev = a.st_dev;
 		h->ino = a.st_ino;
 		h->used = ++st->tick;
@@ -493,6 +508,26 @@ ns_current(struct sq_store *st, struct sq_ns *h)
 
 	return sq_ns_path(st->dir, h->id, path, sizeof(path)) == 0 && stat(path, &a) == 0 && a.st_dev == h->dev &&
 	       a.st_ino == h->ino;
+}
+
+/* Drops the handles of namespaces deleted (or deleted and created again)
+ * since the last look, once the shared generation says something changed.
+ * ns.delete removes the files before it bumps the generation, so a moved
+ * generation always finds them gone. */
+static void
+ns_sweep(struct sq_store *st)
+{
+	uint64_t gen;
+
+	if (st->ns_gen == NULL || st->nhandles == 0)
+		return;
+	gen = __atomic_load_n(st->ns_gen, __ATOMIC_ACQUIRE);
+	if (gen == st->ns_gen_seen)
+		return;
+	st->ns_gen_seen = gen;
+	for (int i = 0; i < SQ_MAX_HANDLES; i++)
+		if (st->ns[i].db != NULL && !ns_current(st, &st->ns[i]))
+			ns_drop(st, &st->ns[i]);
 }
 
 /* The category statement for flags f. */
@@ -1270,12 +1305,30 @@ sq_thread(void *arg)
 		struct sq_op *op;
 		bool wake;
 
+		ns_sweep(st);
 		pthread_mutex_lock(&st->mu);
-		while (!st->stop && st->in_head == NULL)
+		if (!st->stop && st->in_head == NULL && st->nhandles > 0 && st->ns_gen != NULL) {
+			/* idle with handles open: wake up to look at them again */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += SQ_SWEEP_MS / 1000;
+			ts.tv_nsec += (SQ_SWEEP_MS % 1000) * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+		}
+		while (!st->stop && st->in_head == NULL && (st->nhandles == 0 || st->ns_gen == NULL))
 			pthread_cond_wait(&st->cv, &st->mu);
 		if (st->stop) {
 			pthread_mutex_unlock(&st->mu);
 			break;
+		}
+		if (st->in_head == NULL) {
+			pthread_mutex_unlock(&st->mu);
+			continue;
 		}
 		op = st->in_head;
 		st->in_head = op->next;
@@ -1689,11 +1742,26 @@ sq_store_open(struct event_base *base, const struct store_cfg *c)
 		free(st);
 		return NULL;
 	}
-	if (pthread_cond_init(&st->cv, NULL) != 0) {
-		pthread_mutex_destroy(&st->mu);
-		free(st);
-		return NULL;
+	{
+		/* timed waits measure on the monotonic clock */
+		pthread_condattr_t ca;
+		int crc = pthread_condattr_init(&ca);
+
+		if (crc == 0) {
+			crc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+			if (crc == 0)
+				crc = pthread_cond_init(&st->cv, &ca);
+			pthread_condattr_destroy(&ca);
+		}
+		if (crc != 0) {
+			pthread_mutex_destroy(&st->mu);
+			free(st);
+			return NULL;
+		}
 	}
+	st->ns_gen = c->ns_generation;
+	if (st->ns_gen != NULL)
+		st->ns_gen_seen = *st->ns_gen;
 	if (sq_registry_path(c, st->regpath, sizeof(st->regpath), err, sizeof(err)) < 0) {
 		log_error("store_sqlite: %s", err);
 		goto fail;

@@ -39,7 +39,6 @@
 #include "supervisor.h"
 #include "worker.h"
 
-#define NS_TABLE_CAPACITY 4096
 #define RESPAWN_MIN_US 100000
 #define RESPAWN_MAX_US 10000000
 
@@ -61,6 +60,7 @@ static struct {
 	const struct store_backend *backend;
 	struct store_cfg scfg;
 	char *test_dir; /* test mode's private data directory, removed at exit */
+	uint32_t ns_loaded, ns_left_out; /* registry rows seeded into the table, and those that did not fit */
 	bool pidfile_written;
 	sigset_t blocked, saved;
 } h;
@@ -184,8 +184,9 @@ seed_ns(const struct ns_seed *n, void *arg)
 		log_warn("namespace %s has a malformed token hash; it cannot authenticate", n->id);
 		return;
 	}
+	h.ns_loaded++;
 	if (shm_ns_put(h.shm, n->id, hash) != 0)
-		log_error("namespace table full; namespace %s cannot authenticate", n->id);
+		h.ns_left_out++;
 }
 
 /* SPEC D7: the default namespace and its token. */
@@ -569,15 +570,24 @@ run(struct config *cfg)
 	if (ensure_default(cfg) != 0)
 		return 1;
 	/* The region also holds the write ring and stream index (ring.c). */
-	h.shm = shm_create_ex(h.nworkers, NS_TABLE_CAPACITY, ring_index_size(),
-	                      ring_part_size(h.nworkers, NS_TABLE_CAPACITY, (size_t)cfg->write_ring_size));
+	h.shm = shm_create_ex(h.nworkers, (uint32_t)cfg->max_namespaces, ring_index_size(),
+	                      ring_part_size(h.nworkers, (uint32_t)cfg->max_namespaces, (size_t)cfg->write_ring_size));
 	if (h.shm == NULL || ring_init(h.shm, (size_t)cfg->write_ring_size) != 0) {
 		log_error("cannot map the shared region: %s", strerror(errno));
 		return 1;
 	}
+	h.scfg.ns_generation = &shm_header(h.shm)->ns_generation;
 	notify_pg_setup(cfg, h.shm);
 	if (h.backend->load_namespaces(&h.scfg, seed_ns, NULL, err, sizeof(err)) != 0) {
 		log_error("cannot load namespaces: %s", err);
+		return 1;
+	}
+	/* Which namespaces would be left out depends on the load order (default
+	 * could be one): run with all of them or not at all. */
+	if (h.ns_left_out > 0) {
+		log_error("the namespace registry holds %u namespaces but --max-namespaces is %lld; "
+		          "refusing to start (raise --max-namespaces to at least %u)",
+		          h.ns_loaded, (long long)cfg->max_namespaces, h.ns_loaded);
 		return 1;
 	}
 	h.procs = calloc(h.nworkers, sizeof(*h.procs));

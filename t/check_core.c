@@ -5,6 +5,7 @@
 #include <check.h>
 #include <event2/buffer.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -275,11 +276,12 @@ START_TEST(test_shm_ns_table)
 	ck_assert(shm_ns_remove(s, "other"));
 	ck_assert(!shm_ns_get(s, "other", out));
 	ck_assert(!shm_ns_remove(s, "other"));
-	/* fill to capacity: one slot always stays free */
+	/* fill past the limit: the table stops at it */
 	for (int i = 0; i < 20; i++) {
 		snprintf(id, sizeof(id), "ns%d", i);
 		shm_ns_put(s, id, h2);
 	}
+	ck_assert_uint_eq(shm_header(s)->ns_count, 16);
 	ck_assert_uint_lt(shm_header(s)->ns_count, shm_header(s)->ns_capacity);
 	ck_assert(shm_ns_get(s, "default", out));
 	shm_worker(s, 1)->st.http_requests = 5;
@@ -288,6 +290,173 @@ START_TEST(test_shm_ns_table)
 		struct stats sum;
 		shm_stats_sum(s, &sum);
 		ck_assert_uint_eq(sum.http_requests, 7);
+	}
+	shm_destroy(s);
+}
+END_TEST
+
+/* The table's hash (FNV-1a), to pick ids that collide; the test checks the
+ * slots it expects, so a changed hash fails loudly instead of testing less. */
+static uint32_t
+fnv1a(const char *id)
+{
+	uint32_t h = 2166136261u;
+
+	for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+/* The next id "<prefix><n>" whose home slot is home (mask: slots - 1). */
+static void
+colliding_id(const char *prefix, uint32_t home, uint32_t mask, int *n, char *out, size_t cap)
+{
+	do
+		snprintf(out, cap, "%s%d", prefix, (*n)++);
+	while ((fnv1a(out) & mask) != home);
+}
+
+static bool
+ring_gen(struct shm *s, const char *id, uint64_t *gen)
+{
+	uint32_t slot;
+
+	return shm_ns_lookup(s, id, &slot, gen);
+}
+
+static uint32_t
+slot_of(struct shm *s, const char *id)
+{
+	uint32_t slot = UINT32_MAX;
+	uint64_t gen;
+
+	return shm_ns_lookup(s, id, &slot, &gen) ? slot : UINT32_MAX;
+}
+
+START_TEST(test_shm_ns_tombstones_limit_and_reservations)
+{
+	struct shm *s = shm_create(1, 4); /* 4 namespaces, 16 slots */
+	struct shm_header *hd;
+	struct shm_ns *t;
+	uint8_t hash[32] = {7}, out[32];
+	char a[16], b[16], c[16], d[16];
+	uint64_t gb, gd, ticket, t2, t3;
+	uint32_t mask, home;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(s);
+	hd = shm_header(s);
+	t = shm_at(s, hd->ns_offset);
+	ck_assert_uint_eq(hd->ns_limit, 4);
+	ck_assert_uint_eq(hd->ns_capacity, 16);
+	ck_assert_uint_eq(shm_ns_table_slots(4), 16);
+	ck_assert_ptr_null(shm_create(1, 0));
+	ck_assert_ptr_null(shm_create(1, SHM_NS_LIMIT_MAX + 1));
+	mask = hd->ns_capacity - 1;
+	home = fnv1a("x") & mask;
+	colliding_id("a", home, mask, &n, a, sizeof(a));
+	colliding_id("b", home, mask, &n, b, sizeof(b));
+	colliding_id("c", home, mask, &n, c, sizeof(c));
+	colliding_id("d", home, mask, &n, d, sizeof(d));
+	/* three ids with one home slot sit in a row */
+	ck_assert_int_eq(shm_ns_put(s, a, hash), 0);
+	ck_assert_int_eq(shm_ns_put(s, b, hash), 0);
+	ck_assert_int_eq(shm_ns_put(s, c, hash), 0);
+	ck_assert_uint_eq(slot_of(s, a), home);
+	ck_assert_uint_eq(slot_of(s, b), (home + 1) & mask);
+	ck_assert_uint_eq(slot_of(s, c), (home + 2) & mask);
+	ck_assert_uint_eq(hd->ns_count, 3);
+	ck_assert(ring_gen(s, b, &gb));
+	/* deleting the middle one leaves a tombstone: c is still found past it */
+	ck_assert(shm_ns_remove(s, b));
+	ck_assert_uint_eq(t[(home + 1) & mask].state, SHM_NS_DELETED);
+	ck_assert(!shm_ns_get(s, b, out));
+	ck_assert(shm_ns_get(s, c, out));
+	ck_assert_uint_eq(hd->ns_count, 2);
+	/* a new id with that home reuses the tombstone, with a new generation,
+	 * and c stays reachable past the reused slot */
+	ck_assert_int_eq(shm_ns_put(s, d, hash), 0);
+	ck_assert_uint_eq(slot_of(s, d), (home + 1) & mask);
+	ck_assert(ring_gen(s, d, &gd));
+	ck_assert_uint_gt(gd, gb);
+	ck_assert(shm_ns_get(s, c, out));
+	ck_assert_uint_eq(slot_of(s, c), (home + 2) & mask);
+	/* the limit counts namespaces, not slots */
+	ck_assert_int_eq(shm_ns_put(s, "e", hash), 0);
+	ck_assert_uint_eq(hd->ns_count, 4);
+	ck_assert_int_eq(shm_ns_put(s, "f", hash), -1);
+	ck_assert(!shm_ns_get(s, "f", out));
+	ck_assert_int_eq(shm_ns_reserve(s, "f", &ticket), SHM_NS_RESERVE_FULL);
+	ck_assert_int_eq(shm_ns_put(s, c, hash), 0); /* a change of hash still fits */
+	/* a removal before an empty slot empties it, and the tombstones before it */
+	ck_assert(shm_ns_remove(s, c));
+	if (t[(home + 3) & mask].state == SHM_NS_EMPTY)
+		ck_assert_uint_eq(t[(home + 2) & mask].state, SHM_NS_EMPTY);
+	ck_assert(shm_ns_remove(s, d));
+	ck_assert_uint_eq(t[(home + 1) & mask].state, t[(home + 2) & mask].state == SHM_NS_EMPTY ? SHM_NS_EMPTY : SHM_NS_DELETED);
+	ck_assert(shm_ns_get(s, a, out));
+	ck_assert(shm_ns_remove(s, "e"));
+	ck_assert_uint_eq(hd->ns_count, 1);
+	/* reservations hold a place but do not authenticate */
+	ck_assert_int_eq(shm_ns_reserve(s, a, &ticket), SHM_NS_RESERVE_PRESENT);
+	ck_assert_uint_eq(ticket, 0);
+	ck_assert_int_eq(shm_ns_reserve(s, "r1", &ticket), SHM_NS_RESERVE_OK);
+	ck_assert_uint_ne(ticket, 0);
+	ck_assert(!shm_ns_get(s, "r1", out));
+	ck_assert_uint_eq(slot_of(s, "r1"), UINT32_MAX);
+	ck_assert(!shm_ns_remove(s, "r1"));
+	ck_assert_int_eq(shm_ns_reserve(s, "r1", &t2), SHM_NS_RESERVE_PRESENT);
+	ck_assert_int_eq(shm_ns_reserve(s, "r2", &t2), SHM_NS_RESERVE_OK);
+	ck_assert_int_eq(shm_ns_reserve(s, "r3", &t3), SHM_NS_RESERVE_OK);
+	ck_assert_uint_eq(hd->ns_count, 4);
+	ck_assert_int_eq(shm_ns_reserve(s, "r4", &t2), SHM_NS_RESERVE_FULL);
+	ck_assert_uint_eq(t2, 0);
+	ck_assert_int_eq(shm_ns_put(s, "r4", hash), -1);
+	shm_ns_release(s, "r3", t3 + 1); /* not that reservation */
+	ck_assert_uint_eq(hd->ns_count, 4);
+	shm_ns_release(s, "r3", t3);
+	ck_assert_uint_eq(hd->ns_count, 3);
+	/* the reservation becomes the namespace; an old ticket then changes nothing */
+	ck_assert_int_eq(shm_ns_put(s, "r1", hash), 0);
+	ck_assert(shm_ns_get(s, "r1", out));
+	shm_ns_release(s, "r1", ticket);
+	ck_assert(shm_ns_get(s, "r1", out));
+	ck_assert_uint_eq(hd->ns_count, 3);
+	/* a dead process's reservations are given back (r2 is ours) */
+	shm_release_dead(s, getpid());
+	ck_assert_uint_eq(hd->ns_count, 2);
+	ck_assert_int_eq(shm_ns_reserve(s, "r2", &t2), SHM_NS_RESERVE_OK);
+	ck_assert(shm_ns_get(s, "r1", out));
+	shm_destroy(s);
+}
+END_TEST
+
+START_TEST(test_shm_ns_churn)
+{
+	/* create and delete many times in a small table: every live entry is
+	 * found, every deleted one is not, the count stays right */
+	struct shm *s = shm_create(1, 8);
+	uint8_t hash[32] = {1}, out[32];
+	char live[8][16];
+	int next = 0;
+
+	ck_assert_ptr_nonnull(s);
+	for (int i = 0; i < 8; i++) {
+		snprintf(live[i], sizeof(live[i]), "n%d", next++);
+		ck_assert_int_eq(shm_ns_put(s, live[i], hash), 0);
+	}
+	for (int round = 0; round < 5000; round++) {
+		int k = (round * 7) % 8;
+		char old[16];
+		snprintf(old, sizeof(old), "%s", live[k]);
+		ck_assert(shm_ns_remove(s, old));
+		snprintf(live[k], sizeof(live[k]), "n%d", next++);
+		ck_assert_int_eq(shm_ns_put(s, live[k], hash), 0);
+		ck_assert_int_eq(shm_ns_put(s, "extra", hash), -1);
+		ck_assert(!shm_ns_get(s, old, out));
+		for (int i = 0; i < 8; i++)
+			ck_assert(shm_ns_get(s, live[i], out));
+		ck_assert_uint_eq(shm_header(s)->ns_count, 8);
 	}
 	shm_destroy(s);
 }
@@ -319,6 +488,8 @@ core_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("shm");
 	tcase_add_test(tc, test_shm_ns_table);
+	tcase_add_test(tc, test_shm_ns_tombstones_limit_and_reservations);
+	tcase_add_test(tc, test_shm_ns_churn);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -157,6 +157,114 @@ class ImportStream:
         return until(self)
 
 
+class _PgBlocker:
+    """Holds locks in a namespace's schema from a psql session, to put a server's statements in a
+    known order: they wait, we see them waiting (pg_locks), then we let them go."""
+
+    fifo = True  # a waiting statement goes before those that queue behind it
+
+    def __init__(self, ns):
+        self.pg = harness.pg_cluster()
+        self.ns = ns
+        self.schema = '"eventodb_%s"' % ns
+        self.sess = None
+        self.n = 0
+
+    def run(self, sql):
+        """Runs sql in the session and waits until it has finished."""
+        self.n += 1
+        mark = "__done_%d" % self.n
+        self.sess.stdin.write(sql + "\n\\echo " + mark + "\n")
+        self.sess.stdin.flush()
+        while True:
+            line = self.sess.stdout.readline()
+            if not line:
+                raise AssertionError("psql ended: " + self.sess.stderr.read())
+            if line.strip() == mark:
+                return
+
+    def __enter__(self):
+        self.sess = self.pg.psql_session()
+        return self
+
+    def __exit__(self, *exc):
+        self.pg.close_session(self.sess)
+
+    def hold(self, gpos):
+        """An uncommitted row at global position gpos (and the table lock a writer takes)."""
+        self.run("BEGIN; INSERT INTO %s.messages (stream_name, type, \"position\", global_position, data)"
+                 " VALUES ('blocker-1', 'T', 0, %d, '{}');" % (self.schema, gpos))
+
+    def hold_table(self):
+        """A read lock on the messages table (what a reader takes; TRUNCATE waits for it)."""
+        self.run("BEGIN; LOCK TABLE %s.messages IN ACCESS SHARE MODE;" % self.schema)
+
+    def waiting(self):
+        return int(self.pg.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND application_name = 'eventodb' AND wait_event_type = 'Lock'"))
+
+    def wait_waiting(self, n):
+        ok = harness.wait_until(lambda: self.waiting() >= n, 15)
+        assert ok, "fewer than %d statements of the server wait for the lock" % n
+
+    def release(self):
+        self.run("ROLLBACK;")
+
+    def delete_namespace(self):
+        """Deletes the namespace in the session that holds the lock, so it is gone when the waiting
+        statement goes on."""
+        self.run("SELECT eventodb_store.drop_namespace('%s'); COMMIT;" % self.ns)
+
+
+class _SqliteBlocker:
+    """The same on the embedded store: the namespace database's write lock, taken with Python's
+    sqlite3 while the server's busy timeout (5 s) keeps its statements waiting. Nothing shows
+    that they wait, so this only gives them time to get there."""
+
+    fifo = False  # waiters retry on their own timers: any may win
+
+    def __init__(self, ns):
+        self.dir = os.path.join(harness.module_tmp(), "sqlite-data")
+        self.ns = ns
+        self.con = None
+
+    def __enter__(self):
+        import sqlite3
+        self.con = sqlite3.connect(os.path.join(self.dir, self.ns + ".db"), isolation_level=None, timeout=10)
+        return self
+
+    def __exit__(self, *exc):
+        self.con.close()
+
+    def hold(self, gpos):
+        self.con.execute("BEGIN IMMEDIATE")
+
+    def hold_table(self):
+        self.con.execute("BEGIN IMMEDIATE")
+
+    def wait_waiting(self, n):
+        time.sleep(0.5)
+
+    def release(self):
+        self.con.execute("ROLLBACK")
+
+    def delete_namespace(self):
+        import sqlite3
+        reg = sqlite3.connect(os.path.join(self.dir, "metadata.db"), isolation_level=None, timeout=10)
+        reg.execute("DELETE FROM namespaces WHERE id = ?", (self.ns,))
+        reg.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(os.path.join(self.dir, self.ns + ".db" + suffix))
+            except FileNotFoundError:
+                pass
+        self.con.execute("ROLLBACK")
+
+
+def store_blocker(ns):
+    return _SqliteBlocker(ns) if harness.STORE == "sqlite" else _PgBlocker(ns)
+
+
 def terminal(s):
     return any("done" in e or "error" in e for e in s.events)
 
@@ -353,6 +461,80 @@ class TestImport(Base):
         r, ev = do_import(SRV, ndjson([rec(9, stream="h-1", pos=0)]), tok, query="?force=false")
         self.assertDone(ev, 1)
         self.assertEqual(len(category(SRV, tok, "")), 4)
+
+    def test_writes_racing_an_import_all_succeed(self):
+        """An import batch takes positions just above the sequence while writes go on: the import
+        must never hand a write a position it is about to insert (PostgreSQL: a write drew such a
+        position and got 500 duplicate key messages_pkey), and writes made while or after it runs
+        continue after the highest imported position."""
+        ns, tok = self.ns()
+        for _ in range(3):
+            SRV.write("pre-1", token=tok)
+        base, nwrites = 3, 30
+        results, errors = [], []
+        with store_blocker(ns) as blocker:
+            # PostgreSQL serves the waiting import before the writes that queue behind it, so the
+            # batch starts right at the sequence; SQLite lets waiters race for its lock, so the
+            # batch leaves room for writes that win
+            first = base + 1 if blocker.fifo else base + 1 + nwrites
+            last = first + 999
+            recs = [rec(first + i, stream="imp-1", pos=i) for i in range(1000)]
+            # the batch's last position is held (PostgreSQL: an uncommitted row; SQLite: the write
+            # lock), so the import is under way but not committed while the writes arrive
+            blocker.hold(last)
+            imp = {}
+            t_imp = threading.Thread(target=lambda: imp.update(zip(("r", "ev"), do_import(SRV, ndjson(recs), tok))))
+            t_imp.start()
+            blocker.wait_waiting(1)
+
+            def writer(k):
+                for j in range(5):
+                    try:
+                        r = SRV.rpc("stream.write", "w%d-%d" % (k, j), {"type": "T", "data": {}}, token=tok)
+                        results.append(r)
+                    except Exception as e:  # noqa: BLE001
+                        errors.append(e)
+
+            ts = [threading.Thread(target=writer, args=(k,)) for k in range(nwrites // 5)]
+            for t in ts:
+                t.start()
+            blocker.wait_waiting(3)
+            blocker.release()
+            for t in ts:
+                t.join(60)
+            t_imp.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), nwrites)
+        for r in results:
+            self.assertEqual(r.status, 200, r)
+        self.assertTrue(imp.get("ev"), imp)
+        self.assertDone(imp["ev"], 1000)
+        gpos = [m[4] for m in category(SRV, tok, "")]
+        self.assertEqual(len(gpos), len(set(gpos)), "a global position was given twice")
+        self.assertEqual(len(gpos), base + 1000 + nwrites)
+        written = sorted(r.body["globalPosition"] for r in results)
+        self.assertEqual([g for g in written if first <= g <= last], [], "a write got an imported position")
+        if blocker.fifo:
+            self.assertGreater(written[0], last)
+        self.assertGreater(SRV.write("after-1", token=tok)["globalPosition"], max(gpos))
+
+    def test_force_into_a_namespace_deleted_meanwhile_is_404(self):
+        """?force=true clears the namespace before reading the body; a namespace deleted between the
+        authentication and the clear is NAMESPACE_NOT_FOUND (404), not a 500."""
+        ns, tok = self.ns()
+        SRV.write("gone-1", token=tok)
+        with store_blocker(ns) as blocker:
+            blocker.hold_table()
+            out = {}
+            t = threading.Thread(target=lambda: out.update(
+                zip(("r", "ev"), do_import(SRV, ndjson([rec(1, pos=0)]), tok, query="?force=true"))))
+            t.start()
+            blocker.wait_waiting(1)
+            blocker.delete_namespace()
+            t.join(30)
+        r = out["r"]
+        self.assertError(r, 404, "NAMESPACE_NOT_FOUND")
+        self.assertTrue(r.headers.get("Content-Type", "").startswith("application/json"), r.headers)
 
     def test_auth_errors_are_json(self):
         ns_id, tok = self.ns()

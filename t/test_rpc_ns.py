@@ -3,6 +3,7 @@
 
 import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -540,6 +541,218 @@ class TestSys(Base):
     def test_requires_auth(self):
         self.assertError(self.rpc("sys.version", token=None), 401, "AUTH_REQUIRED")
         self.assertError(self.rpc("sys.health", token=None), 401, "AUTH_REQUIRED")
+
+
+def fresh_store(name):
+    """(db_url, extra argv) of an empty store of its own for a server."""
+    if harness.STORE == "sqlite":
+        return "sqlite://metadata.db", ["--data-dir", os.path.join(harness.module_tmp(), name + "-data")]
+    pg = harness.pg_cluster()
+    db = name + unique("db")
+    return pg.create_database(db), []
+
+
+class TestNamespaceLimit(Base):
+    """--max-namespaces: the shared namespace table holds that many (default included). Past it,
+    ns.create answers 507 NAMESPACE_LIMIT before anything is stored; a deleted namespace's slot
+    is used again; a registry bigger than the table refuses to start."""
+
+    LIMIT = 8
+
+    def server(self, name, limit=LIMIT, workers=2, url=None, extra=()):
+        if url is None:
+            url, more = fresh_store(name)
+            extra = more + list(extra)
+        return harness.Server(db_url=url, name=name, workers=workers,
+                              extra=list(extra) + ["--max-namespaces", str(limit)])
+
+    def assertWorks(self, srv, tokens, conns=None):
+        """Every token authenticates, through every connection given (or a new one)."""
+        for ns_id, tok in tokens.items():
+            for hc in (conns or [None]):
+                r = srv.rpc("stream.version", "lim-1", token=tok, conn=hc)
+                self.assertEqual(r.status, 200, "%s: %r" % (ns_id, r))
+
+    def test_full_table_answers_507_and_stores_nothing(self):
+        srv = self.server("lim").start()
+        conns = {}
+        try:
+            conns = conns_on_every_worker(srv, 2)
+            tokens = {"default": srv.token}
+            for _ in range(self.LIMIT - 1):
+                ns_id, tok = srv.create_namespace()
+                tokens[ns_id] = tok
+            over = unique("over")
+            r = srv.rpc("ns.create", over)
+            err = self.assertError(r, 507, "NAMESPACE_LIMIT")
+            self.assertIn("--max-namespaces", err["message"])
+            self.assertIn(str(self.LIMIT), err["message"])
+            self.assertError(srv.rpc("ns.info", over), 404, "NAMESPACE_NOT_FOUND")
+            self.assertEqual(sorted(n["namespace"] for n in srv.call("ns.list")), sorted(tokens))
+            # a token of its own does not get around it either
+            self.assertError(srv.rpc("ns.create", over, {"token": make_token(over)}), 507, "NAMESPACE_LIMIT")
+            self.assertWorks(srv, tokens, list(conns.values()))
+            # deleting frees a slot, again and again; nothing else is disturbed
+            for i in range(40):
+                victim = sorted(k for k in tokens if k != "default")[i % (self.LIMIT - 1)]
+                srv.call("ns.delete", victim)
+                old = tokens.pop(victim)
+                ns_id, tok = srv.create_namespace()
+                tokens[ns_id] = tok
+                self.assertError(srv.rpc("ns.create", unique("over")), 507, "NAMESPACE_LIMIT")
+                self.assertError(srv.rpc("stream.version", "lim-1", token=old), 403, "AUTH_UNAUTHORIZED")
+                self.assertWorks(srv, tokens, list(conns.values()))
+            # the same id again: deleted and created in the freed slot
+            victim = sorted(k for k in tokens if k != "default")[0]
+            srv.call("ns.delete", victim)
+            del tokens[victim]
+            _, tok = srv.create_namespace(victim)
+            tokens[victim] = tok
+            self.assertWorks(srv, tokens, list(conns.values()))
+            self.assertEqual(len(srv.call("ns.list")), self.LIMIT)
+        finally:
+            for hc in conns.values():
+                hc.close()
+            srv.stop()
+
+    def test_concurrent_creates_never_pass_the_limit(self):
+        srv = self.server("limc", workers=3).start()
+        try:
+            results = []
+            lock = threading.Lock()
+            barrier = threading.Barrier(20)
+
+            def create(i):
+                hc = srv.connection()
+                barrier.wait(10)
+                r = srv.rpc("ns.create", "race%d" % i, conn=hc)
+                hc.close()
+                with lock:
+                    results.append(r)
+
+            ts = [threading.Thread(target=create, args=(i,)) for i in range(20)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+            ok = [r for r in results if r.status == 200]
+            self.assertEqual(len(ok), self.LIMIT - 1, results)
+            for r in results:
+                if r.status != 200:
+                    self.assertError(r, 507, "NAMESPACE_LIMIT")
+            self.assertEqual(len(srv.call("ns.list")), self.LIMIT)
+            self.assertWorks(srv, {r.body["namespace"]: r.body["token"] for r in ok})
+        finally:
+            srv.stop()
+
+    def test_registry_bigger_than_the_table_refuses_to_start(self):
+        srv = self.server("limr")
+        url, extra = srv.db_url, srv.extra[:-2]
+        srv.start()
+        tokens = {"default": srv.token}
+        for _ in range(self.LIMIT - 1):
+            ns_id, tok = srv.create_namespace()
+            tokens[ns_id] = tok
+        srv.stop()
+        small = self.server("limr-small", limit=self.LIMIT - 3, url=url, extra=extra)
+        rc = small.run_to_exit(20)
+        self.assertEqual(rc, 1, small.output()[-3000:])
+        out = small.output()
+        self.assertRegex(out, r"registry holds %d namespaces.*--max-namespaces is %d"
+                         % (self.LIMIT, self.LIMIT - 3))
+        # at the old size it starts again, and every namespace, default included, authenticates
+        again = self.server("limr-again", url=url, extra=extra).start()
+        try:
+            self.assertWorks(again, tokens)
+            self.assertError(again.rpc("ns.create", unique("over")), 507, "NAMESPACE_LIMIT")
+        finally:
+            again.stop()
+
+    def test_option_is_documented_and_checked(self):
+        p = subprocess.run([harness.BIN, "--help"], capture_output=True, text=True, timeout=10)
+        self.assertIn("--max-namespaces", p.stdout + p.stderr)
+        p = subprocess.run([harness.BIN, "--max-namespaces", "0", "--check-config", "--db-url", "postgres://x/y"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("max-namespaces", p.stdout + p.stderr)
+
+
+def conns_on_every_worker(srv, nworkers):
+    """One keep-alive connection held by each worker process: {pid: HTTPConnection}."""
+    got = {}
+    deadline = time.monotonic() + 20  # a worker may still be starting
+    while len(got) < nworkers and time.monotonic() < deadline:
+        pids = srv.worker_pids()
+        hc = srv.connection()
+        hc.connect()
+        r = srv.rpc("sys.version", conn=hc)
+        assert r.status == 200, r
+        owner = harness.socket_owner(hc.sock, srv.port, pids)
+        if owner is not None and owner not in got:
+            got[owner] = hc
+        else:
+            hc.close()
+            time.sleep(0.01)
+    assert len(got) == nworkers, "connections did not land on every worker"
+    return got
+
+
+def open_files(pid, under):
+    """Targets of pid's descriptors that name files below directory under (" (deleted)" kept)."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if t.startswith(under + "/"):
+            out.append(t)
+    return out
+
+
+class DeletedNamespaceFiles:
+    """Embedded store: ns.delete removes <ns>.db, -wal and -shm; a worker that had the namespace
+    open must close them too, or every deleted namespace leaks descriptors (and disk space) in
+    every worker that ever used it."""
+
+    def test_no_worker_keeps_deleted_namespace_files_open(self):
+        nworkers = 3
+        data = os.path.join(harness.module_tmp(), "fd-data")
+        srv = harness.Server(db_url="sqlite://metadata.db", name="fds", workers=nworkers,
+                             extra=["--data-dir", data]).start()
+        conns = {}
+        try:
+            conns = conns_on_every_worker(srv, nworkers)
+            total_before = {pid: len(os.listdir("/proc/%d/fd" % pid)) for pid in conns}
+            for i in range(40):
+                ns_id, tok = srv.create_namespace()
+                for hc in conns.values():
+                    # each worker writes, reads and lists (which opens every namespace)
+                    self.assertEqual(srv.rpc("stream.write", "c-%d" % i, MSG, token=tok, conn=hc).status, 200)
+                    self.assertEqual(srv.rpc("stream.get", "c-%d" % i, token=tok, conn=hc).status, 200)
+                    self.assertEqual(srv.rpc("ns.list", conn=hc).status, 200)
+                hc = list(conns.values())[i % nworkers]
+                self.assertEqual(srv.rpc("ns.delete", ns_id, conn=hc).status, 200)
+
+            def leaks():
+                return {pid: [t for t in open_files(pid, data) if t.endswith(" (deleted)")] for pid in conns}
+
+            harness.wait_until(lambda: not any(leaks().values()), 5)
+            self.assertEqual(leaks(), {pid: [] for pid in conns})
+            for pid in conns:
+                with self.subTest(pid=pid):
+                    # the registry and the default namespace (.db, -wal, -shm each) at most
+                    self.assertLessEqual(len(open_files(pid, data)), 6, open_files(pid, data))
+                    self.assertLessEqual(len(os.listdir("/proc/%d/fd" % pid)), total_before[pid] + 3)
+        finally:
+            for hc in conns.values():
+                hc.close()
+            srv.stop()
+
+
+if harness.STORE == "sqlite":
+    class TestDeletedNamespaceFiles(DeletedNamespaceFiles, harness.TestCase):
+        pass
 
 
 if __name__ == "__main__":

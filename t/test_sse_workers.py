@@ -453,6 +453,53 @@ class TwoServers:
             a.stop()
             b.stop()
 
+    def test_pokes_resume_within_2s_of_the_database_being_back(self):
+        """B's listener loses its connection and cannot open a new one for 7 s while both servers'
+        existing store connections go on serving writes (the database refuses new connections
+        only). A listener that backs off towards 10 s was still waiting 5 s after the database took
+        connections again; a write on A must reach B within 2 s of that moment."""
+        pg = harness.pg_cluster()
+        db = "out" + unique("db")
+        pg.create_database(db)
+        url = pg.url(db)
+        a = harness.Server(db_url=url, name="hostA", workers=1).start()
+        b = harness.Server(db_url=url, name="hostB", workers=1).start()
+        sub = None
+        try:
+            s = unique("o") + "-1"
+            sub = subscribe(b, {"stream": s})
+            self.assertTrue(sub.wait_ready(5))
+            a.write(s)
+            self.assertEqual(len(sub.wait_pokes(1, 2)), 1, "no cross-host poke before the outage")
+            listeners = ("FROM pg_stat_activity WHERE datname = '%s' AND application_name = 'eventodb-listener'"
+                         % db)
+            up = harness.wait_until(lambda: pg.psql("SELECT count(*) " + listeners, db="postgres") == "2", 10)
+            self.assertTrue(up, "expected one listener per server")
+            pg.psql("ALTER DATABASE %s ALLOW_CONNECTIONS false" % db, db="postgres")
+            try:
+                killed = pg.psql("SELECT count(pg_terminate_backend(pid)) " + listeners, db="postgres")
+                self.assertEqual(killed, "2")
+                t_out = time.monotonic()
+                while time.monotonic() - t_out < 7:
+                    # writes go on through the connections the stores already have
+                    a.write(s)
+                    time.sleep(0.5)
+            finally:
+                pg.psql("ALTER DATABASE %s ALLOW_CONNECTIONS true" % db, db="postgres")
+            t_back = time.monotonic()
+            r = a.write(s)
+            p = sub.wait_poke(lambda p: p["globalPosition"] == r["globalPosition"], 5)
+            took = time.monotonic() - t_back
+            self.assertIsNotNone(p, "the write on A never reached B")
+            self.assertLess(took, 2.0, "the write on A reached B %.1f s after the database was back" % took)
+            # and nothing written during the outage was lost on the way
+            self.assertEqual([x["position"] for x in sub.pokes], list(range(r["position"] + 1)))
+        finally:
+            if sub is not None:
+                sub.close()
+            a.stop()
+            b.stop()
+
 
 if harness.STORE != "sqlite":
     class TestTwoServers(TwoServers, harness.TestCase):

@@ -135,6 +135,34 @@ class TestTestMode(harness.TestCase):
         gp = [m[3] for m in got]
         self.assertEqual(len(set(gp)), 200)
 
+    def test_auto_creation_stops_at_the_namespace_limit(self):
+        srv = TestModeServer(name="testmode-limit", extra=["--max-namespaces", "3"]).start()
+        try:
+            made = []
+            for _ in range(2):
+                tok = harness.make_token(unique("lim"))
+                r = srv.rpc("stream.write", "a-1", {"type": "T", "data": {}}, token=tok)
+                self.assertOk(r)
+                self.assertEqual(r.headers.get("X-EventoDB-Token"), tok)
+                made.append(tok)
+            over = unique("over")
+            tok = harness.make_token(over)
+            r = srv.rpc("stream.write", "a-1", {"type": "T", "data": {}}, token=tok)
+            self.assertError(r, 507, "NAMESPACE_LIMIT")
+            self.assertIsNone(r.headers.get("X-EventoDB-Token"))
+            r = srv.get("/subscribe?stream=a-1&token=" + tok)
+            self.assertError(r, 507, "NAMESPACE_LIMIT")
+            r = srv.request("POST", "/import", body=b"", headers={"Authorization": "Bearer " + tok})
+            self.assertError(r, 507, "NAMESPACE_LIMIT")
+            # nothing was stored; the namespaces there and default go on working
+            names = sorted(n["namespace"] for n in srv.call("ns.list", token=None))
+            self.assertEqual(len(names), 3, names)
+            self.assertNotIn(over, names)
+            for t in made + [None]:
+                self.assertEqual(srv.rpc("stream.version", "a-1", token=t).status, 200)
+        finally:
+            srv.stop()
+
     def test_zz_data_dir_removed_at_exit(self):
         srv = TestModeServer(name="testmode-exit").start()
         d = srv.data_dir()
