@@ -27,7 +27,8 @@ STATE = "/var/lib/eventodb"
 ETC_FILES = ["/etc/default/eventodb", CONF, "/etc/init.d/eventodb", "/etc/logrotate.d/eventodb"]
 FILES = ETC_FILES + [SBIN, "/lib/systemd/system/eventodb.service", "/usr/share/man/man8/eventodb.8.gz",
                      "/usr/share/man/man5/eventodb.conf.5.gz", "/usr/share/doc/eventodb/copyright",
-                     "/usr/share/doc/eventodb/README.Debian"]
+                     "/usr/share/doc/eventodb/README.Debian", "/usr/share/doc/eventodb/protocol.md.gz",
+                     "/usr/share/doc/eventodb/operations.md.gz"]
 
 
 def run(argv, **kw):
