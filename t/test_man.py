@@ -27,10 +27,12 @@ def options():
 
 
 def render(path):
-    """The page as plain text (groff from groff-base, as man -l runs it), with groff's warnings."""
+    """The page as plain text (groff from groff-base, as man -l runs it), with groff's warnings. The
+    lines are wider than a terminal's: FILES holds the build's install paths, which in a deep build
+    directory (make distcheck) are longer than 78 columns and cannot be broken."""
     if shutil.which("groff") is None:
         raise AssertionError("groff is not installed (Debian package groff-base)")
-    p = run(["groff", "-ww", "-man", "-Tutf8", "-P-c", "-P-b", "-P-u", path], env=dict(os.environ, MANWIDTH="80"))
+    p = run(["groff", "-ww", "-man", "-rLL=200n", "-Tutf8", "-P-c", "-P-b", "-P-u", path])
     return p.stdout, p.stderr
 
 
