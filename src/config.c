@@ -442,18 +442,70 @@ config_usage(FILE *out)
 	}
 }
 
+/* Writes text for roff: a backslash becomes \e, a dash that starts a word
+ * (--user, -1) a minus sign \-, so the page shows what is typed; a line
+ * that starts with . or ' would be read as a request. */
+static void
+roff_text(FILE *out, const char *s)
+{
+	if (*s == '.' || *s == '\'')
+		fputs("\\&", out);
+	for (const char *p = s; *p; p++) {
+		if (*p == '\\')
+			fputs("\\e", out);
+		else if (*p == '-' && (p == s || p[-1] == ' ' || p[-1] == '(' || p[-1] == '-'))
+			fputs("\\-", out);
+		else
+			fputc(*p, out);
+	}
+}
+
+/* An option name with every dash as a minus sign (data\-dir). */
+static void
+roff_name(FILE *out, const char *name)
+{
+	for (const char *p = name; *p; p++)
+		if (*p == '-')
+			fputs("\\-", out);
+		else
+			fputc(*p, out);
+}
+
 void
-config_usage_roff(FILE *out)
+config_usage_roff(FILE *out, bool file_syntax)
 {
 	char env[64];
 
 	for (const struct option_def *o = config_options; o->name; o++) {
-		const char *arg = o->type == OPT_BOOL ? "" : o->type == OPT_STR ? " \\fIstring\\fR" :
-		                  o->type == OPT_SIZE ? " \\fIsize\\fR" : " \\fIn\\fR";
+		const char *arg = o->type == OPT_BOOL ? "bool" : o->type == OPT_STR ? "string" :
+		                  o->type == OPT_SIZE ? "size" : "n";
+
+		if (file_syntax && o->offset == OFF(config_file))
+			continue; /* a config file cannot name another one */
 		env_name(o->name, env, sizeof(env));
-		fprintf(out, ".TP\n.BR \\-\\-%s%s\n%s.\nEnvironment: \\fB%s\\fR.", o->name, arg, o->help, env);
-		if (o->def != NULL)
-			fprintf(out, " Default: \\fB%s\\fR.", o->def);
+		/* The tag: the name in bold, a space, the argument in italics.
+		 * A flag that is a boolean needs no argument (--name is --name=true). */
+		fputs(".TP\n", out);
+		if (file_syntax) {
+			fputs("\\fB", out);
+			roff_name(out, o->name);
+			fprintf(out, "\\fR = \\fI%s\\fR\n", arg);
+		} else {
+			fputs("\\fB\\-\\-", out);
+			roff_name(out, o->name);
+			if (o->type == OPT_BOOL)
+				fprintf(out, "\\fR[\\fB=\\fI%s\\fR]\n", arg);
+			else
+				fprintf(out, "\\fR \\fI%s\\fR\n", arg);
+		}
+		roff_text(out, o->help);
+		/* \% keeps the long variable name from being hyphenated. */
+		fprintf(out, ".\nEnvironment: \\fB\\%%%s\\fR.", env);
+		if (o->def != NULL) {
+			fputs(" Default: \\fB", out);
+			roff_text(out, o->def);
+			fputs("\\fR.", out);
+		}
 		if (o->reloadable)
 			fprintf(out, " Reloaded on SIGHUP.");
 		fprintf(out, "\n");

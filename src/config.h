@@ -74,8 +74,10 @@ int config_reload(struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
 /* The option list for --help, with the defaults now in force. */
 void config_usage(FILE *out);
-/* The option list as man page roff (eventodb --dump-options-roff). */
-void config_usage_roff(FILE *out);
+/* The option list as man page roff (eventodb options-roff): as flags
+ * (--name arg) for eventodb(8), or as file lines (name = arg) for
+ * eventodb.conf(5) when file_syntax is set. */
+void config_usage_roff(FILE *out, bool file_syntax);
 /* Every option as a commented config file line with its default. */
 void config_usage_conf(FILE *out);
 /* Parses "16MiB", "1m", "4096", "2k" style sizes; -1 on error. */

@@ -27,7 +27,7 @@ usage(FILE *out)
 	        "  eventodb --check-config [options]  validate the configuration and exit\n"
 	        "  eventodb version [--full]      print the version\n"
 	        "  eventodb help                  this help\n"
-	        "  eventodb options-roff          the option list as man page source\n"
+	        "  eventodb options-roff [conf]   the option list as man page source (as flags, or file lines)\n"
 	        "  eventodb options-conf          the option list as a commented config file\n\n");
 	config_usage(out);
 }
@@ -65,7 +65,7 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(argv[1], "options-roff") == 0) {
-		config_usage_roff(stdout);
+		config_usage_roff(stdout, argc > 2 && strcmp(argv[2], "conf") == 0);
 		return 0;
 	}
 	if (strcmp(argv[1], "options-conf") == 0) {
