@@ -150,8 +150,11 @@ http_send_text(struct http_req *req, int status, const char *text)
 void
 http_account_head(struct http_req *req, int status)
 {
-	struct stats *st = &http_req_worker(req)->me->st;
+	static const int64_t bounds[] = LATENCY_BOUNDS_US;
+	struct shm_worker *me = http_req_worker(req)->me;
+	struct stats *st = &me->st;
 	int64_t us = now_unix_us() - http_req_start_us(req);
+	size_t b = 0;
 
 	if (status < 300)
 		st->http_2xx++;
@@ -159,18 +162,12 @@ http_account_head(struct http_req *req, int status)
 		st->http_4xx++;
 	else
 		st->http_5xx++;
-	if (us <= 1000)
-		st->latency_le_1ms++;
-	else if (us <= 5000)
-		st->latency_le_5ms++;
-	else if (us <= 25000)
-		st->latency_le_25ms++;
-	else if (us <= 100000)
-		st->latency_le_100ms++;
-	else if (us <= 500000)
-		st->latency_le_500ms++;
-	else
-		st->latency_gt_500ms++;
+	if (us < 0)
+		us = 0;
+	while (b < sizeof(bounds) / sizeof(bounds[0]) && us > bounds[b])
+		b++;
+	me->latency[b]++;
+	st->latency_us_sum += (uint64_t)us;
 }
 
 /* The access log: one nginx-style line per request, buffered per worker. */

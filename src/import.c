@@ -545,6 +545,7 @@ batch_done(const struct store_reply *r, void *arg)
 	}
 	if (r->status == ST_OK) {
 		imp->imported += (int64_t)b->n;
+		imp->w->me->st.import_records += b->n;
 		imp->last_gpos = b->recs[b->n - 1].global_position;
 		if (b->progress)
 			emit_progress(imp);

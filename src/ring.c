@@ -689,6 +689,18 @@ ring_subs_give(struct shm *s, uint32_t worker, uint32_t ns_slot, uint64_t gen)
 }
 
 void
+ring_get_stats(struct shm *s, struct ring_stats *out)
+{
+	struct ring_hdr *r = hdr(s);
+
+	out->size = r->size;
+	out->head = LOAD(&r->head);
+	out->seq = LOAD(&r->seq);
+	out->appends = LOAD(&r->appends);
+	out->resyncs = LOAD(&r->resyncs);
+}
+
+void
 ring_stats_json(struct shm *s, struct wbuf *b)
 {
 	struct ring_hdr *r = hdr(s);

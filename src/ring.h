@@ -108,6 +108,10 @@ int64_t ring_ns_last_gpos(struct shm *s, uint32_t slot, uint64_t gen);
 int ring_subs_take(struct shm *s, uint32_t worker, uint32_t ns_slot, uint64_t gen, int64_t limit);
 void ring_subs_give(struct shm *s, uint32_t worker, uint32_t ns_slot, uint64_t gen);
 
+struct ring_stats {
+	uint64_t size, head, seq, appends, resyncs;
+};
+void ring_get_stats(struct shm *s, struct ring_stats *out);
 /* "ring":{...} members for /debug/stats (size, head, seq, appends, resyncs). */
 void ring_stats_json(struct shm *s, struct wbuf *b);
 

@@ -11,6 +11,7 @@
 #include "http.h"
 #include "import.h"
 #include "jsonw.h"
+#include "metrics.h"
 #include "pool.h"
 #include "resp.h"
 #include "ring.h"
@@ -33,6 +34,7 @@ static const struct http_route routes[] = {
 	{"/import", false, PUB, HTTP_BODY_STREAM, import_handle},
 	{"/health", false, PUB | ADM, HTTP_BODY_DISCARD, health},
 	{"/version", false, PUB | ADM, HTTP_BODY_DISCARD, version},
+	{"/metrics", false, PUB | ADM, HTTP_BODY_DISCARD, metrics_handle},
 	{"/debug/stats", false, PUB | ADM, HTTP_BODY_DISCARD, debug_stats},
 	{NULL, false, 0, HTTP_BODY_DISCARD, NULL},
 };
@@ -95,7 +97,7 @@ debug_stats(struct http_req *req)
 	jw_lit(b, "{\"workers\":");
 	jw_i64(b, shm_header(w->shm)->nworkers);
 	jw_lit(b, ",\"stats\":{");
-#define X(name)                                                                                                        \
+#define X(name, type, help)                                                                                            \
 	if (!first)                                                                                                    \
 		jw_lit(b, ",");                                                                                        \
 	first = false;                                                                                                 \

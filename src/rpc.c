@@ -66,11 +66,29 @@ rpc_arg(struct rpc_ctx *c, size_t i)
 	return json_object_array_get_idx(c->root, i + 1);
 }
 
+/* The per-method, per-status-class count (/metrics). */
+static void
+count_answer(struct rpc_ctx *c, int status)
+{
+	size_t m = c->m != NULL ? (size_t)(c->m - methods) : 0;
+
+	if (c->m == NULL || m >= RPC_NMETHODS)
+		return;
+	c->w->me->rpc_class[m][status < 300 ? 0 : status < 500 ? 1 : 2]++;
+}
+
+const char *
+rpc_method_name(size_t i)
+{
+	return i < sizeof(methods) / sizeof(methods[0]) ? methods[i].name : NULL;
+}
+
 void
 rpc_ok(struct rpc_ctx *c)
 {
 	if (c->magic != RPC_CTX_MAGIC)
 		abort();
+	count_answer(c, 200);
 	wb_lit(&c->resp->buf, "\n");
 	http_send_json(c->req, 200, &c->resp->buf);
 	ctx_free(c);
@@ -84,6 +102,7 @@ rpc_fail(struct rpc_ctx *c, const char *code, const char *message, const char *d
 	if (c->magic != RPC_CTX_MAGIC)
 		abort();
 	c->w->me->st.rpc_errors++;
+	count_answer(c, status);
 	if (status >= 500)
 		log_error("rpc %s failed: %s: %s", c->m ? c->m->name : "-", code, message);
 	c->resp->buf.len = 0;

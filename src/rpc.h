@@ -87,6 +87,9 @@ int rpc_batch_size(struct rpc_ctx *c, json_object *opts, int64_t *limit);
 bool rpc_name_ok(size_t len);
 #define RPC_NAME_MAX 1024
 
+/* The i-th method's name (i from 0), NULL past the last: /metrics labels. */
+const char *rpc_method_name(size_t i);
+
 /* Number conversion used by the helpers (exposed for unit tests):
  * 0 ok, -1 not a number, -2 out of range / not finite. */
 int rpc_json_to_int64(json_object *o, int64_t *out);

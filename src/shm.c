@@ -430,7 +430,7 @@ shm_stats_sum(struct shm *s, struct stats *out)
 	memset(out, 0, sizeof(*out));
 	for (uint32_t i = 0; i < h->nworkers; i++) {
 		struct shm_worker *w = shm_worker(s, i);
-#define X(name) out->name += w->st.name;
+#define X(name, type, help) out->name += w->st.name;
 		STATS_FIELDS(X)
 #undef X
 	}

@@ -47,6 +47,11 @@ struct shm_worker {
 	volatile uint32_t ready;   /* set by the worker once it serves requests */
 	volatile int64_t started_us;
 	struct stats st;
+	/* next to the counters: the request latency histogram (one count per
+	 * request in the bucket of its latency) and RPC answers per method and
+	 * status class (see stats.h) */
+	uint64_t latency[LATENCY_NBUCKETS];
+	uint64_t rpc_class[RPC_NMETHODS][RPC_NCLASSES];
 };
 
 struct shm_header {
@@ -63,6 +68,8 @@ struct shm_header {
 	struct shm_lock ns_lock;
 	volatile uint64_t ns_generation; /* bumped by every create/delete */
 	volatile uint32_t ns_count;      /* used + reserved slots */
+	volatile int64_t started_us;     /* the server's start (supervisor) */
+	volatile uint64_t worker_restarts; /* workers respawned after dying */
 };
 
 struct shm;

@@ -617,6 +617,8 @@ resync_all(struct sse *sse, enum ring_read_result why)
 
 	st_of(sse)->sse_resyncs++;
 	if (why == RING_OVERRUN)
+		st_of(sse)->sse_overruns++;
+	if (why == RING_OVERRUN)
 		log_warn("worker %u: overrun by the write ring; %u subscriber(s) catch up from the store",
 		         sse->w->slot + 1, sse->nsubs);
 	else

@@ -1,53 +1,72 @@
 /*
  * Per-worker counters, declared once. STATS_FIELDS expands into the struct
- * in the shared region, the summing for sys.health and /debug/stats, and the
- * JSON printing (memcached's THREAD_STATS_FIELDS).
+ * in the shared region, the summing for sys.health and /debug/stats, the
+ * JSON printing and the Prometheus exposition (/metrics, src/metrics.c)
+ * (memcached's THREAD_STATS_FIELDS).
+ *
+ * X(name, type, help): type is COUNTER (only grows; exposed as
+ * eventodb_<name>_total) or GAUGE (a level; eventodb_<name>). The request
+ * latency histogram and the per-method RPC counts are arrays next to the
+ * struct (struct shm_worker), declared below.
  */
 #ifndef EVENTODB_STATS_H
 #define EVENTODB_STATS_H
 
 #include <stdint.h>
 
-#define STATS_FIELDS(X)                                                          \
-	X(http_requests)       /* every request routed */                        \
-	X(http_2xx)                                                              \
-	X(http_4xx)                                                              \
-	X(http_5xx)                                                              \
-	X(rpc_requests)                                                          \
-	X(rpc_errors)                                                            \
-	X(rpc_stream_write)                                                      \
-	X(rpc_stream_get)                                                        \
-	X(rpc_stream_last)                                                       \
-	X(rpc_stream_version)                                                    \
-	X(rpc_category_get)                                                      \
-	X(rpc_ns)                                                                \
-	X(rpc_sys)                                                               \
-	X(version_conflicts)                                                     \
-	X(index_conflicts)     /* of which answered from the stream index */     \
-	X(latency_le_1ms)      /* request latency histogram, cumulative */       \
-	X(latency_le_5ms)                                                        \
-	X(latency_le_25ms)                                                       \
-	X(latency_le_100ms)                                                      \
-	X(latency_le_500ms)                                                      \
-	X(latency_gt_500ms)                                                      \
-	X(requests_in_flight)  /* gauge */                                       \
-	X(http_connections)    /* gauge: open client connections */              \
-	X(db_connections)      /* gauge: open connections */                     \
-	X(db_queue_waiting)    /* gauge: operations waiting for a connection */  \
-	X(pool_gets)                                                             \
-	X(pool_misses)         /* gets that had to allocate */                   \
-	X(pool_in_use)         /* gauge */                                       \
-	X(sse_subscribers)     /* gauge */                                       \
-	X(sse_pokes)           /* poke events written */                         \
-	X(sse_coalesced)       /* pokes merged into a newer one (slow client) */ \
-	X(sse_catchups)        /* catch-up queries to the store */               \
-	X(sse_resyncs)         /* ring overruns and resyncs (store catch-up) */  \
-	X(sse_refused)         /* subscriptions over the per-namespace limit */
+#define STATS_FIELDS(X)                                                                                                \
+	X(http_requests, COUNTER, "HTTP requests received (every path)")                                             \
+	X(http_2xx, COUNTER, "HTTP responses with a 2xx status")                                                     \
+	X(http_4xx, COUNTER, "HTTP responses with a 4xx status")                                                     \
+	X(http_5xx, COUNTER, "HTTP responses with a 5xx status")                                                     \
+	X(http_accepted, COUNTER, "client connections accepted")                                                     \
+	X(http_refused, COUNTER, "client connections refused over --max-connections")                                \
+	X(http_accept_pauses, COUNTER, "pauses of accepting at the descriptor limit")                                \
+	X(http_connections, GAUGE, "open client connections")                                                        \
+	X(requests_in_flight, GAUGE, "requests being handled (subscriptions excluded)")                              \
+	X(rpc_requests, COUNTER, "RPC requests dispatched")                                                          \
+	X(rpc_errors, COUNTER, "RPC requests answered with an error")                                                \
+	X(rpc_stream_write, COUNTER, "stream.write calls")                                                           \
+	X(rpc_stream_get, COUNTER, "stream.get calls")                                                               \
+	X(rpc_stream_last, COUNTER, "stream.last calls")                                                             \
+	X(rpc_stream_version, COUNTER, "stream.version calls")                                                       \
+	X(rpc_category_get, COUNTER, "category.get calls")                                                           \
+	X(rpc_ns, COUNTER, "ns.* calls")                                                                             \
+	X(rpc_sys, COUNTER, "sys.* calls")                                                                           \
+	X(version_conflicts, COUNTER, "writes refused for their expectedVersion")                                    \
+	X(index_conflicts, COUNTER, "version conflicts answered from the shared stream index")                       \
+	X(latency_us_sum, COUNTER, "total request latency in microseconds (the histogram's sum)")                   \
+	X(db_connections, GAUGE, "open database connections")                                                        \
+	X(db_queue_waiting, GAUGE, "database operations waiting for a connection")                                   \
+	X(pool_gets, COUNTER, "objects taken from the per-worker pools")                                             \
+	X(pool_misses, COUNTER, "pool gets that had to allocate")                                                    \
+	X(pool_in_use, GAUGE, "pooled objects in use")                                                               \
+	X(sse_subscribers, GAUGE, "live subscriptions (GET /subscribe)")                                             \
+	X(sse_pokes, COUNTER, "poke events written to subscribers")                                                  \
+	X(sse_coalesced, COUNTER, "pokes merged into a newer one for a slow subscriber")                             \
+	X(sse_catchups, COUNTER, "catch-up queries to the store for subscribers")                                    \
+	X(sse_resyncs, COUNTER, "store catch-ups of every subscriber of a worker (overrun or resync)")               \
+	X(sse_overruns, COUNTER, "times a worker was overrun by the write ring")                                     \
+	X(sse_refused, COUNTER, "subscriptions refused over the per-namespace limit")                                \
+	X(import_records, COUNTER, "records committed by POST /import")
+
+#define STATS_COUNTER 1
+#define STATS_GAUGE 2
 
 struct stats {
-#define X(name) uint64_t name;
+#define X(name, type, help) uint64_t name;
 	STATS_FIELDS(X)
 #undef X
 };
+
+/* Request latency histogram: upper bounds in microseconds (time to the
+ * response head; a subscription counts until its head). One more bucket
+ * (+Inf) follows the last bound. */
+#define LATENCY_BOUNDS_US {500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000}
+#define LATENCY_NBUCKETS 14
+
+/* RPC requests per method and status class (2xx, 4xx, 5xx). */
+#define RPC_NMETHODS 16
+#define RPC_NCLASSES 3
 
 #endif

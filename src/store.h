@@ -129,6 +129,7 @@ struct store_ops {
 	const char *name; /* "postgres", "sqlite" */
 	void (*close)(struct store *);
 	int (*connections)(struct store *); /* open DB connections now */
+	size_t (*waiting)(struct store *);  /* operations waiting for a connection */
 
 	int (*write)(struct store *, const char *ns, const struct store_write_req *, store_cb, void *);
 	/* by_gpos: filter global_position >= from, else position >= from; always ordered by position */

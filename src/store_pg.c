@@ -1725,6 +1725,12 @@ pg_connections(struct store *s)
 	return pg_of(s)->nup;
 }
 
+static size_t
+pg_waiting(struct store *s)
+{
+	return pg_of(s)->qlen;
+}
+
 void
 store_pg_get_stats(struct store *s, struct store_pg_stats *out)
 {
@@ -1796,6 +1802,7 @@ static const struct store_ops store_pg_ops = {
     .name = "postgres",
     .close = pg_close,
     .connections = pg_connections,
+    .waiting = pg_waiting,
     .write = pg_write,
     .get_stream = pg_get_stream,
     .get_last = pg_get_last,

@@ -578,6 +578,7 @@ run(struct config *cfg)
 	}
 	h.scfg.ns_generation = &shm_header(h.shm)->ns_generation;
 	notify_pg_setup(cfg, h.shm);
+	shm_header(h.shm)->started_us = now_unix_us();
 	if (h.backend->load_namespaces(&h.scfg, seed_ns, NULL, err, sizeof(err)) != 0) {
 		log_error("cannot load namespaces: %s", err);
 		return 1;
@@ -723,8 +724,10 @@ run(struct config *cfg)
 		for (uint32_t i = 0; i < h.nworkers; i++)
 			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us) {
 				pid_t np = spawn(i);
-				if (np > 0)
+				if (np > 0) {
 					log_info("worker %u respawned", i + 1);
+					shm_header(h.shm)->worker_restarts++;
+				}
 			}
 		if (announced && now - last_status_us >= 1000000) {
 			struct stats sum;

@@ -42,13 +42,11 @@ stop_now(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(w->base);
 }
 
-/* Periodic: publish gauges; when draining, exit once nothing is in flight. */
-static void
-tick(evutil_socket_t fd, short what, void *arg)
+void
+worker_publish_stats(struct worker *w)
 {
-	struct worker *w = arg;
-
 	uint64_t gets = 0, misses = 0, in_use = 0;
+	struct http_server_stats hs;
 
 	w->me->st.db_connections = (uint64_t)w->store->ops->connections(w->store);
 	for (struct pool *p = pool_first(); p != NULL; p = p->next) {
@@ -59,7 +57,21 @@ tick(evutil_socket_t fd, short what, void *arg)
 	w->me->st.pool_gets = gets;
 	w->me->st.pool_misses = misses;
 	w->me->st.pool_in_use = in_use;
-	w->me->st.http_connections = http_server_connections(w->http);
+	http_server_get_stats(w->http, &hs);
+	w->me->st.http_connections = hs.connections;
+	w->me->st.http_accepted = hs.accepted;
+	w->me->st.http_refused = hs.refused;
+	w->me->st.http_accept_pauses = hs.accept_pauses;
+	w->me->st.db_queue_waiting = w->store->ops->waiting != NULL ? w->store->ops->waiting(w->store) : 0;
+}
+
+/* Periodic: publish gauges; when draining, exit once nothing is in flight. */
+static void
+tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	worker_publish_stats(w);
 	http_access_log_flush();
 	if (w->draining && (http_server_connections(w->http) == 0 || now_unix_us() >= w->drain_deadline_us)) {
 		if (http_server_connections(w->http) != 0)

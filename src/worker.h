@@ -35,6 +35,11 @@ struct worker {
 	int64_t drain_deadline_us;
 };
 
+/* Copies this worker's gauges and process-local counters (pools,
+ * connections, database queue) into its stats slot; once a second, and
+ * before a scrape. */
+void worker_publish_stats(struct worker *w);
+
 /* Runs a worker until it is told to stop; returns the process exit code
  * (2 = fatal configuration error, the supervisor must not respawn). */
 struct store_backend;
