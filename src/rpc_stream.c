@@ -11,6 +11,7 @@
 #include "config.h"
 #include "evlib.h"
 #include "http.h"
+#include "jsonspan.h"
 #include "jsonw.h"
 #include "resp.h"
 #include "rpc.h"
@@ -84,6 +85,51 @@ write_done(const struct store_reply *r, void *arg)
 	}
 }
 
+/*
+ * data and metadata as the client wrote them (SPEC D21: numbers exact,
+ * integers beyond 64 bits included), compacted, into the response buffer,
+ * which is free until the reply; the store copies what it is given. json-c
+ * has validated the body; its tree is not re-serialized. 0, or -1 after
+ * answering.
+ */
+static int
+client_payload(struct rpc_ctx *c, bool has_meta)
+{
+	struct store_write_req *wr = &c->u.write;
+	struct wbuf *b = &c->resp->buf;
+	const char *body, *msg, *d, *x = NULL;
+	size_t blen, mlen, dlen, xlen = 0;
+	long n, m = 0;
+
+	body = http_req_body(c->req, &blen);
+	if (!jspan_elem(body, blen, 2, &msg, &mlen) || !jspan_member(msg, mlen, "data", &d, &dlen) ||
+	    (has_meta && !jspan_member(msg, mlen, "metadata", &x, &xlen))) {
+		rpc_fail(c, "INTERNAL_ERROR", "message.data not found in the request body", NULL);
+		return -1;
+	}
+	b->len = 0;
+	if (!wb_reserve(b, dlen + xlen + 2)) {
+		rpc_fail(c, "INTERNAL_ERROR", "out of memory", NULL);
+		return -1;
+	}
+	n = jspan_compact(d, dlen, b->p);
+	if (n >= 0 && x != NULL)
+		m = jspan_compact(x, xlen, b->p + n + 1);
+	if (n < 0 || m < 0) {
+		rpc_fail(c, "INVALID_REQUEST", "Strings must not hold an unpaired surrogate escape (\\ud800-\\udfff)",
+		         NULL);
+		return -1;
+	}
+	b->p[n] = '\0';
+	wr->data = b->p;
+	wr->metadata = NULL;
+	if (x != NULL) {
+		b->p[n + 1 + m] = '\0';
+		wr->metadata = b->p + n + 1;
+	}
+	return 0;
+}
+
 void
 rpc_stream_write(struct rpc_ctx *c)
 {
@@ -91,7 +137,7 @@ rpc_stream_write(struct rpc_ctx *c)
 	json_object *msg, *o, *opts;
 	const char *stream, *idstr = NULL;
 	size_t idlen = 0, size;
-	bool present;
+	bool present, has_meta = false;
 
 	if (c->nargs < 2)
 		return rpc_fail(c, "INVALID_REQUEST", "stream.write requires at least 2 arguments: streamName and message", NULL);
@@ -108,12 +154,10 @@ rpc_stream_write(struct rpc_ctx *c)
 	wr->type = json_object_get_string(o);
 	if (!json_object_object_get_ex(msg, "data", &o) || !json_object_is_type(o, json_type_object))
 		return rpc_fail(c, "INVALID_REQUEST", "message.data must be an object", NULL);
-	wr->data = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	wr->metadata = NULL;
 	if (json_object_object_get_ex(msg, "metadata", &o)) {
 		if (!json_object_is_type(o, json_type_object))
 			return rpc_fail(c, "INVALID_REQUEST", "message.metadata must be an object", NULL);
-		wr->metadata = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+		has_meta = true;
 	}
 	if (rpc_options(c, 2, &opts) != 0)
 		return;
@@ -125,6 +169,8 @@ rpc_stream_write(struct rpc_ctx *c)
 		uuid_v7(c->id);
 	else if (uuid_canonical(idstr, idlen, c->id) != 0)
 		return rpc_fail(c, "INVALID_REQUEST", "options.id must be a UUID", NULL);
+	if (client_payload(c, has_meta) != 0)
+		return;
 	size = strlen(wr->data) + (wr->metadata ? strlen(wr->metadata) : 0);
 	if ((int64_t)size > c->w->cfg->max_message)
 		return rpc_failf(c, "MESSAGE_TOO_LARGE", "Message data and metadata (%zu bytes) exceed the limit of %lld bytes",
@@ -143,7 +189,10 @@ rpc_stream_write(struct rpc_ctx *c)
 		}
 	}
 	if (STORE(c)->ops->write(STORE(c), c->ns, wr, write_done, c) != 0)
-		rpc_fail_busy(c);
+		return rpc_fail_busy(c);
+	/* the store has its copy: the buffer is the reply's again */
+	c->resp->buf.len = 0;
+	wr->data = wr->metadata = NULL;
 }
 
 /* ---- reads ------------------------------------------------------------- */

@@ -442,6 +442,34 @@ class TestDataFidelity(Base):
                 self.assertEqual(cat[0][5], data)
                 self.assertEqual(cat[0][6], meta)
 
+    def test_integers_beyond_64_bits_are_kept_exactly(self):
+        # json-c reads such literals as the nearest 64-bit value; the stored data is the client's text
+        big = 123456789012345678901234567890
+        raw = ('["stream.write", "%s", {"type": "T", "data": {"big": %d, "neg": -%d, "u64": 18446744073709551616,'
+               ' "exact": 9007199254740993, "nested": [%d]}, "metadata": {"m": %d}}]')
+        for name, body_fmt in (("compact", raw), ("spaced", raw.replace(", ", " ,\n\t "))):
+            with self.subTest(case=name):
+                s = stream("bigint")
+                r = self.rpc(None, raw_body=body_fmt % (s, big, big * 7, big, big * 3))
+                self.assertEqual(r.status, 200, r)
+                for got in (self.ok("stream.get", s)[0], self.ok("stream.last", s)):
+                    self.assertEqual(got[4], {"big": big, "neg": -big * 7, "u64": 18446744073709551616,
+                                              "exact": 9007199254740993, "nested": [big]})
+                    self.assertEqual(got[5], {"m": big * 3})
+                cat = self.ok("category.get", s.split("-")[0])
+                self.assertEqual(cat[0][5]["big"], big)
+
+    def test_unpaired_surrogate_escapes_are_refused(self):
+        s = stream("sur")
+        for text in (r'"\ud800"', r'"a\udc00b"', r'"\ud800\u0041"'):
+            with self.subTest(text=text):
+                body = '["stream.write", "%s", {"type": "T", "data": {"s": %s}}]' % (s, text)
+                self.assertError(self.rpc(None, raw_body=body), 400, "INVALID_REQUEST")
+        ok = '["stream.write", "%s", {"type": "T", "data": {"s": "\\ud83c\\udf89"}}]' % s
+        self.assertEqual(self.rpc(None, raw_body=ok).status, 200)
+        self.assertEqual(self.ok("stream.get", s)[0][4], {"s": "\U0001f389"})
+        self.assertEqual(self.ok("stream.version", s), 0)
+
     def test_unicode_type(self):
         s = stream("fid")
         self.write(s, {"type": "Событие 🎉 with space", "data": {}})
