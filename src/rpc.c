@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -399,7 +400,7 @@ rpc_handle(struct worker *w, struct evhttp_request *req, int64_t start_us)
 		http_send_error(w, req, 405, "INVALID_REQUEST", "Only POST method allowed", NULL, start_us);
 		return;
 	}
-	if ((int64_t)len > w->cfg->max_body) {
+	if ((int64_t)len > w->cfg->max_body || len > (size_t)INT_MAX) { /* json-c takes an int */
 		char msg[128];
 		snprintf(msg, sizeof(msg), "Request body exceeds the limit of %lld bytes", (long long)w->cfg->max_body);
 		http_send_error(w, req, 413, "BODY_TOO_LARGE", msg, NULL, start_us);
