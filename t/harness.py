@@ -314,8 +314,12 @@ def pg_bindir():
 class PgCluster:
     """A throwaway PostgreSQL cluster with database `eventodb`."""
 
-    def __init__(self, dbname="eventodb"):
+    def __init__(self, dbname="eventodb", settings=None):
+        """settings: extra server settings ({"max_connections": 20}), over the defaults below."""
         self.bindir = pg_bindir()
+        self.settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                         "max_connections": "200"}
+        self.settings.update({k: str(v) for k, v in (settings or {}).items()})
         self.dir = tempfile.mkdtemp(prefix="eventodb-pg-")
         self.datadir = os.path.join(self.dir, "data")
         self.logfile = os.path.join(self.dir, "postgres.log")
@@ -362,8 +366,8 @@ class PgCluster:
         last = None
         for _ in range(5):
             port = self.port or free_port()
-            opts = ("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off "
-                    "-c full_page_writes=off -c max_connections=200" % (port, self.dir))
+            opts = "-c listen_addresses=127.0.0.1 -p %d -k %s" % (port, self.dir)
+            opts += "".join(" -c %s=%s" % kv for kv in sorted(self.settings.items()))
             p = self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
                            "-w", "-t", "60", "-o", opts, "start"], check=False)
             if p.returncode == 0:
@@ -578,7 +582,7 @@ class Server:
     """
 
     def __init__(self, db_url=None, token=None, with_token=True, workers=2, extra=(), env=None,
-                 name="server"):
+                 name="server", port=None):
         if db_url is None and STORE == "sqlite":
             # The embedded store: one data directory per test module, so a
             # restarted server finds the same data.
@@ -596,6 +600,7 @@ class Server:
         self.env = env
         self.name = name
         self.proc = None
+        self.fixed_port = port  # None: a free port at every start
         self.port = None
         self.host = "127.0.0.1"
         self.logpath = None
@@ -617,7 +622,7 @@ class Server:
         """Starts the process without waiting for readiness."""
         if not os.path.exists(BIN):
             raise ServerStartError("binary not found: %s (set EVENTODB_BIN)" % BIN)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         if self.logpath is None:
             fd, self.logpath = tempfile.mkstemp(prefix="eventodb-%s-" % self.name, suffix=".log", dir=module_tmp())
             os.close(fd)
