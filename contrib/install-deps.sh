@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs what building, running and testing EventoDB needs on Debian 12.
+# Installs what building, running and testing EventoDB needs on Debian 12
+# (clang for the libFuzzer targets, valgrind for make check-valgrind).
 # Run as root (or through sudo).
 set -e
 export DEBIAN_FRONTEND=noninteractive
@@ -8,4 +9,5 @@ apt-get install -y -qq --no-install-recommends \
 	build-essential autoconf automake pkg-config \
 	libevent-dev libpq-dev libjson-c-dev libssl-dev libsqlite3-dev zlib1g-dev check \
 	libsystemd-dev libgoogle-perftools-dev \
-	postgresql postgresql-contrib python3 ca-certificates curl >/dev/null
+	postgresql postgresql-contrib python3 ca-certificates curl \
+	clang valgrind >/dev/null
