@@ -1,6 +1,8 @@
 #!/bin/sh
-# Installs what building, running and testing EventoDB, and building its
-# Debian package, needs on Debian 12.
+# Installs what building, running and testing EventoDB needs on Debian 12:
+# the build, the Debian package build (debhelper, lintian), the man page
+# test (groff), clang for the libFuzzer targets, valgrind for make
+# check-valgrind.
 # Run as root (or through sudo).
 set -e
 export DEBIAN_FRONTEND=noninteractive
@@ -11,4 +13,5 @@ apt-get install -y -qq --no-install-recommends \
 	libsystemd-dev libgoogle-perftools-dev libhttp-parser-dev \
 	groff-base man-db \
 	debhelper dpkg-dev lintian \
-	postgresql postgresql-contrib python3 ca-certificates curl >/dev/null
+	postgresql postgresql-contrib python3 ca-certificates curl \
+	clang valgrind >/dev/null

@@ -546,7 +546,8 @@ cli_json_go(struct evbuffer *b, json_object *o)
 				(void)v;
 				keys[i++] = k;
 			}
-			qsort(keys, n, sizeof(*keys), key_cmp);
+			if (n > 1) /* qsort's array must not be NULL, even empty */
+				qsort(keys, n, sizeof(*keys), key_cmp);
 			for (i = 0; i < n; i++) {
 				if (i > 0)
 					jw_lit(b, ",");

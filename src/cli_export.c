@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,11 @@ fetch(struct exporter *x, const char *category, int64_t position, json_object **
 
 		if (tok == NULL) {
 			snprintf(x->err, sizeof(x->err), "out of memory");
+			goto out;
+		}
+		if (len > (size_t)INT_MAX / 2) { /* json-c takes an int, widened below */
+			snprintf(x->err, sizeof(x->err), "failed to fetch messages: response too large");
+			json_tokener_free(tok);
 			goto out;
 		}
 		/* numbers beyond 64-bit integers (PostgreSQL prints 2.5e21 as 22

@@ -50,13 +50,13 @@ const struct option_def config_options[] = {
 	 "log level: debug, info, warn or error"},
 	{"max-batch-size", OPT_INT, "10000", false, OFF(max_batch_size), 1, 1000000,
 	 "largest batchSize a read may ask for (-1, unlimited, is always allowed)"},
-	{"max-body", OPT_SIZE, "16MiB", false, OFF(max_body), 1024, (int64_t)1 << 32,
-	 "largest request body (413 BODY_TOO_LARGE above it)"},
+	{"max-body", OPT_SIZE, "16MiB", false, OFF(max_body), 1024, CONFIG_BODY_MAX,
+	 "largest request body (413 BODY_TOO_LARGE above it; at most 1GiB)"},
 	{"max-connections", OPT_INT, "10000", false, OFF(max_connections), 1, 1000000,
 	 "open connections per worker (503 TOO_MANY_CONNECTIONS above it)"},
 	{"max-header-size", OPT_SIZE, "64KiB", false, OFF(max_header_size), 1024, 1024 * 1024,
 	 "largest request head: request line and header fields (431 HEADERS_TOO_LARGE above it)"},
-	{"max-message", OPT_SIZE, "1MiB", false, OFF(max_message), 64, (int64_t)1 << 32,
+	{"max-message", OPT_SIZE, "1MiB", false, OFF(max_message), 64, CONFIG_BODY_MAX,
 	 "largest data+metadata of one message (413 MESSAGE_TOO_LARGE above it)"},
 	{"max-namespaces", OPT_INT, "4096", false, OFF(max_namespaces), 1, SHM_NS_LIMIT_MAX,
 	 "namespaces the server holds, default included (507 NAMESPACE_LIMIT above it; a bigger registry"
@@ -91,6 +91,8 @@ const struct option_def config_options[] = {
 	 "shared ring of recent writes that feeds subscribers on every worker"},
 	{NULL, 0, NULL, false, 0, 0, 0, NULL},
 };
+
+static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static void
 errf(char *err, size_t errlen, const char *fmt, ...)

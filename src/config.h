@@ -11,6 +11,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The largest --max-body and --max-message: a body's length goes to json-c
+ * as an int, so it must stay well below INT_MAX. */
+#define CONFIG_BODY_MAX ((int64_t)1 << 30)
+
 struct config {
 	char *access_log;
 	char *admin_listen;

@@ -32,7 +32,7 @@
 #include "evlib.h"
 #include "http.h"
 #include "import.h"
-#include "jsonnum.h"
+#include "import_record.h"
 #include "jsonw.h"
 #include "log.h"
 #include "ring.h"
@@ -42,16 +42,14 @@
 #include "worker.h"
 
 #define IMPORT_MAGIC 0x494d5054u      /* "IMPT" */
-#define IMPORT_LINE_MAX (1024 * 1024) /* the reference's bufio.Scanner limit */
+#define IMPORT_LINE_MAX IREC_LINE_MAX
 #define IMPORT_BATCH_BYTES (4 * 1024 * 1024)
-#define IMPORT_NAME_MAX 1024 /* stream and type, as everywhere (D14) */
 
 struct batch {
 	struct store_import_rec recs[STORE_IMPORT_MAX];
 	size_t n;
 	/* the records' strings; until sealed, recs hold offset + 1 */
-	char *arena;
-	size_t alen, acap;
+	struct irec_arena arena;
 	int64_t last_line; /* line of the last record read */
 	bool ready;        /* sealed: waiting for, or in, the store */
 	bool progress;     /* a progress event follows its commit */
@@ -88,7 +86,7 @@ batch_free(struct batch *b)
 {
 	if (b == NULL)
 		return;
-	free(b->arena);
+	irec_arena_free(&b->arena);
 	free(b);
 }
 
@@ -252,51 +250,12 @@ batch_cur(struct import *imp)
 	return *bp;
 }
 
-/* Copies s into the batch's arena; offset + 1 (0 when out of memory). */
-static uintptr_t
-arena_put(struct batch *b, const char *s, size_t n)
-{
-	uintptr_t off;
-
-	if (b->alen + n + 1 > b->acap) {
-		size_t cap = b->acap ? b->acap : 64 * 1024;
-		char *a;
-
-		while (cap < b->alen + n + 1)
-			cap *= 2;
-		if ((a = realloc(b->arena, cap)) == NULL)
-			return 0;
-		b->arena = a;
-		b->acap = cap;
-	}
-	off = b->alen;
-	memcpy(b->arena + off, s, n);
-	b->arena[off + n] = '\0';
-	b->alen += n + 1;
-	return off + 1;
-}
-
-static const char *
-arena_ptr(const struct batch *b, const char *p)
-{
-	uintptr_t v = (uintptr_t)p;
-
-	return v == 0 ? NULL : b->arena + (v - 1);
-}
-
 /* The batch is complete: its record pointers become real. */
 static void
 batch_seal(struct batch *b, bool progress)
 {
-	for (size_t i = 0; i < b->n; i++) {
-		struct store_import_rec *r = &b->recs[i];
-
-		r->id = arena_ptr(b, r->id);
-		r->stream = arena_ptr(b, r->stream);
-		r->type = arena_ptr(b, r->type);
-		r->data = arena_ptr(b, r->data);
-		r->metadata = arena_ptr(b, r->metadata);
-	}
+	for (size_t i = 0; i < b->n; i++)
+		irec_resolve(&b->arena, &b->recs[i]);
 	b->ready = true;
 	b->progress = progress;
 }
@@ -307,203 +266,31 @@ batch_reset(struct batch *b)
 	if (b == NULL)
 		return;
 	b->n = 0;
-	b->alen = 0;
 	b->ready = false;
 	b->progress = false;
 	/* one batch of huge records must not pin its arena */
-	if (b->acap > 2 * IMPORT_BATCH_BYTES) {
-		free(b->arena);
-		b->arena = NULL;
-		b->acap = 0;
-	}
+	irec_arena_reset(&b->arena, 2 * IMPORT_BATCH_BYTES);
 }
 
-/* A \u0000 escape outside an escaped backslash (see rpc.c). */
-static bool
-has_nul_escape(const char *s, size_t len)
-{
-	for (size_t i = 0; i + 5 < len; i++) {
-		if (s[i] != '\\')
-			continue;
-		if (s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
-			return true;
-		i++;
-	}
-	return false;
-}
-
-static bool
-blank(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n' && s[i] != '\v' && s[i] != '\f')
-			return false;
-	return true;
-}
-
-static const char *
-name_field(json_object *rec, const char *key, size_t *len)
-{
-	json_object *o;
-
-	if (!json_object_object_get_ex(rec, key, &o) || !json_object_is_type(o, json_type_string))
-		return NULL;
-	*len = (size_t)json_object_get_string_len(o);
-	if (*len < 1 || *len > IMPORT_NAME_MAX)
-		return NULL;
-	return json_object_get_string(o);
-}
-
-/* An integer field at least min; false when absent, not an integer or out of range. */
-static bool
-int_field(json_object *rec, const char *key, int64_t min, int64_t *v)
-{
-	json_object *o;
-
-	if (!json_object_object_get_ex(rec, key, &o) || !json_object_is_type(o, json_type_int))
-		return false;
-	*v = json_object_get_int64(o);
-	/* json-c keeps integers above INT64_MAX as uint64 */
-	if (*v == INT64_MAX && json_object_get_uint64(o) > (uint64_t)INT64_MAX)
-		return false;
-	return *v >= min;
-}
-
-static const char *
-json_text(json_object *o, size_t *len)
-{
-	const char *s =
-	    json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
-
-	return s;
-}
-
-/*
- * One non-blank line: parsed, validated (D17) and added to the current
- * batch. false (with the error noted) when the import must stop.
- */
+/* One non-blank line (irec_parse) into the current batch. false (with the
+ * error noted) when the import must stop. */
 static bool
 take_line(struct import *imp, const char *p, size_t n)
 {
-	struct json_tokener *tok = imp->w->tok;
-	enum json_tokener_error jerr;
-	json_object *rec, *o;
-	struct batch *b;
-	struct store_import_rec *r;
-	const char *id, *stream, *type, *tstr, *data, *meta = NULL;
-	size_t idlen, slen, tlen, tslen, dlen, mlen = 0;
-	char uuid[UUID_STRLEN + 1];
-	int64_t pos, gpos, t_us;
-	int64_t L = imp->line;
-	bool ok = false;
-	char *wide = NULL;
-	size_t big;
+	struct batch *b = batch_cur(imp);
+	struct irec_error e;
 
-	if (!utf8_valid(p, n)) {
-		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: not valid UTF-8", (long long)L);
+	if (b == NULL) {
+		fail(imp, "IMPORT_FAILED", imp->line, "out of memory");
 		return false;
 	}
-	if ((big = jsonnum_bigints(p, n)) > 0) {
-		/* integers beyond 64 bits stay numbers, as doubles */
-		if ((wide = malloc(n + 2 * big + 1)) == NULL) {
-			fail(imp, "IMPORT_FAILED", L, "out of memory");
-			return false;
-		}
-		n = jsonnum_widen(p, n, wide);
-		p = wide;
+	if (irec_parse(imp->w->tok, p, n, imp->line, &b->arena, &b->recs[b->n], &e) != 0) {
+		fail(imp, e.code, imp->line, "%s", e.msg);
+		return false;
 	}
-	json_tokener_reset(tok);
-	rec = json_tokener_parse_ex(tok, p, (int)n);
-	jerr = json_tokener_get_error(tok);
-	if (jerr == json_tokener_continue) {
-		/* a value that ends with the input ("5", "nul"): flush */
-		rec = json_tokener_parse_ex(tok, "", 1);
-		jerr = json_tokener_get_error(tok);
-	} else if (jerr == json_tokener_success &&
-	           !blank(p + json_tokener_get_parse_end(tok), n - json_tokener_get_parse_end(tok))) {
-		json_object_put(rec);
-		rec = NULL;
-		jerr = json_tokener_error_parse_unexpected;
-	}
-	if (jerr == json_tokener_error_depth) {
-		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: nested deeper than 64 levels",
-		     (long long)L);
-		goto out;
-	}
-	if (jerr != json_tokener_success) {
-		fail(imp, "INVALID_JSON", L, "malformed JSON at line %lld: %s", (long long)L,
-		     json_tokener_error_desc(jerr));
-		goto out;
-	}
-	if (rec != NULL && !json_object_is_type(rec, json_type_object)) {
-		fail(imp, "INVALID_JSON", L, "malformed JSON at line %lld: a record must be a JSON object",
-		     (long long)L);
-		goto out;
-	}
-	if (has_nul_escape(p, n)) {
-		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: strings must not contain \\u0000",
-		     (long long)L);
-		goto out;
-	}
-	/* (null is the zero record of the reference: it fails below) */
-#define BAD(...)                                                                                                       \
-	do {                                                                                                           \
-		char why_[256];                                                                                        \
-		snprintf(why_, sizeof(why_), __VA_ARGS__);                                                             \
-		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: %s", (long long)L, why_);                 \
-		goto out;                                                                                              \
-	} while (0)
-	if (rec == NULL || !json_object_object_get_ex(rec, "id", &o) || !json_object_is_type(o, json_type_string) ||
-	    uuid_canonical(json_object_get_string(o), (size_t)json_object_get_string_len(o), uuid) != 0)
-		BAD("id must be a UUID");
-	id = uuid;
-	idlen = UUID_STRLEN;
-	if ((stream = name_field(rec, "stream", &slen)) == NULL)
-		BAD("stream must be a non-empty string of at most %d bytes", IMPORT_NAME_MAX);
-	if ((type = name_field(rec, "type", &tlen)) == NULL)
-		BAD("type must be a non-empty string of at most %d bytes", IMPORT_NAME_MAX);
-	if (!int_field(rec, "pos", 0, &pos))
-		BAD("pos must be a non-negative integer");
-	if (!int_field(rec, "gpos", 1, &gpos))
-		BAD("gpos must be an integer of at least 1");
-	if (!json_object_object_get_ex(rec, "data", &o) || !json_object_is_type(o, json_type_object))
-		BAD("data must be an object");
-	data = json_text(o, &dlen);
-	if (json_object_object_get_ex(rec, "meta", &o) && o != NULL) {
-		if (!json_object_is_type(o, json_type_object))
-			BAD("meta must be an object or null");
-		meta = json_text(o, &mlen);
-	}
-	if (!json_object_object_get_ex(rec, "time", &o) || !json_object_is_type(o, json_type_string))
-		BAD("invalid time format: time must be an RFC 3339 string");
-	tstr = json_object_get_string(o);
-	tslen = (size_t)json_object_get_string_len(o);
-	if (rfc3339_parse(tstr, tslen, false, &t_us) != 0)
-		BAD("invalid time format: parsing time \"%.64s\" as RFC 3339 failed", tstr);
-#undef BAD
-	if ((b = batch_cur(imp)) == NULL)
-		goto oom;
-	r = &b->recs[b->n];
-	memset(r, 0, sizeof(*r));
-	r->position = pos;
-	r->global_position = gpos;
-	r->time_us = t_us;
-	if ((r->id = (const char *)arena_put(b, id, idlen)) == NULL ||
-	    (r->stream = (const char *)arena_put(b, stream, slen)) == NULL ||
-	    (r->type = (const char *)arena_put(b, type, tlen)) == NULL ||
-	    (r->data = (const char *)arena_put(b, data, dlen)) == NULL ||
-	    (meta != NULL && (r->metadata = (const char *)arena_put(b, meta, mlen)) == NULL))
-		goto oom;
 	b->n++;
-	b->last_line = L;
-	ok = true;
-	goto out;
-oom:
-	fail(imp, "IMPORT_FAILED", L, "out of memory");
-out:
-	json_object_put(rec);
-	free(wide);
-	return ok;
+	b->last_line = imp->line;
+	return true;
 }
 
 /* ---- batches in the store -------------------------------------------------- */
@@ -611,9 +398,9 @@ read_lines(struct import *imp)
 		imp->line++;
 		if (n > 0 && p[n - 1] == '\r')
 			n--;
-		if (!blank(p, n) && take_line(imp, p, n)) {
+		if (!irec_blank(p, n) && take_line(imp, p, n)) {
 			b = imp->b[imp->fill];
-			if (b->n == STORE_IMPORT_MAX || b->alen >= IMPORT_BATCH_BYTES)
+			if (b->n == STORE_IMPORT_MAX || b->arena.len >= IMPORT_BATCH_BYTES)
 				batch_seal(b, true);
 		}
 		http_body_consume(imp->req, take);

@@ -8,20 +8,27 @@
 
 #include "jsonnum.h"
 
-/* Whether the integer literal s[0..n) (optional '-', digits) fits int64 or uint64. */
+/* Whether the integer literal s[0..n) (optional '-', digits) fits int64 or
+ * uint64. Leading zeros count for nothing: json-c takes them after a '-'
+ * even in strict mode. */
 static bool
 fits(const char *s, size_t n)
 {
 	char buf[32];
+	size_t neg = n > 0 && s[0] == '-', z = neg, m;
 
-	if (n >= sizeof(buf))
-		return false;
-	if (n < 19)
+	while (z + 1 < n && s[z] == '0')
+		z++;
+	m = n - z; /* significant digits */
+	if (m < 19)
 		return true;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
+	if (neg + m >= sizeof(buf))
+		return false;
+	buf[0] = '-';
+	memcpy(buf + neg, s + z, m);
+	buf[neg + m] = '\0';
 	errno = 0;
-	if (s[0] == '-')
+	if (neg)
 		(void)strtoll(buf, NULL, 10);
 	else
 		(void)strtoull(buf, NULL, 10);

@@ -86,10 +86,9 @@ main(int argc, char **argv)
 		}
 	if (config_parse(&cfg, argc - 1, argv + 1, err, sizeof(err)) != 0) {
 		fprintf(stderr, "eventodb: %s\n", err);
-		if (check) {
-			config_free(&cfg);
+		config_free(&cfg);
+		if (check)
 			return 1;
-		}
 		fprintf(stderr, "\n");
 		usage(stderr);
 		return 2;

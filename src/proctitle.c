@@ -17,6 +17,12 @@
 extern char **environ;
 
 static char *title_start, *title_end;
+/* The copies of the environment and of the arguments live as long as the
+ * process (ps shows the old area, the program reads these). They are held
+ * here as well: once setenv() gives environ an array of its own, or the
+ * option parser moves argv's pointers, nothing else points to ours, and a
+ * leak check at exit would report them. */
+static char **env_copy, **arg_copy;
 
 void
 proctitle_init(int argc, char **argv)
@@ -34,14 +40,15 @@ proctitle_init(int argc, char **argv)
 	for (n = 0; environ[n] != NULL; n++)
 		if (environ[n] == end)
 			end = environ[n] + strlen(environ[n]) + 1;
-	env = calloc((size_t)n + 1, sizeof(char *));
-	if (env == NULL)
+	env_copy = env = calloc((size_t)n + 1, sizeof(char *));
+	arg_copy = calloc((size_t)argc + 1, sizeof(char *));
+	if (env == NULL || arg_copy == NULL)
 		return;
 	for (int i = 0; i < n; i++)
 		if ((env[i] = strdup(environ[i])) == NULL)
 			return;
 	for (int i = 0; i < argc; i++)
-		if ((argv[i] = strdup(argv[i])) == NULL)
+		if ((argv[i] = arg_copy[i] = strdup(argv[i])) == NULL)
 			return;
 	environ = env;
 	title_start = start;

@@ -6,6 +6,7 @@
  */
 #include "autoconf.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -419,8 +420,12 @@ rpc_handle(struct http_req *req)
 		http_send_error(req, 405, "INVALID_REQUEST", "Only POST method allowed", NULL);
 		return;
 	}
-	/* (the connection layer bounds the body by --max-body) */
+	/* (the connection layer bounds the body by --max-body, at most 1 GiB) */
 	body = http_req_body(req, &len);
+	if (len > (size_t)INT_MAX) { /* json-c takes an int */
+		http_send_error(req, 413, "BODY_TOO_LARGE", "Request body too large", NULL);
+		return;
+	}
 	if (!utf8_valid(body, len)) {
 		http_send_error(req, 400, "INVALID_REQUEST", "Request body is not valid UTF-8", NULL);
 		return;

@@ -45,7 +45,9 @@
 #define STORE_PG_BACKOFF_MIN_MS 100
 #endif
 #ifndef STORE_PG_BACKOFF_MAX_MS
-#define STORE_PG_BACKOFF_MAX_MS 5000
+/* Writes must work again within about a second of the database being
+ * back: a reconnect a second per pooled connection is nothing to it. */
+#define STORE_PG_BACKOFF_MAX_MS 1000
 #endif
 #define STORE_PG_MAX_PARAMS 8
 #define STORE_PG_OP_BUF_KEEP 65536 /* larger parameter buffers are not kept in the pool */

@@ -168,6 +168,8 @@ fail:
 
 /* ---- blocking helpers --------------------------------------------------- */
 
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 static void
 seterr(char *err, size_t errlen, const char *fmt, ...)
 {

@@ -34,6 +34,7 @@
 #include "notify_pg.h"
 #include "proctitle.h"
 #include "ring.h"
+#include "sanitize.h"
 #include "shm.h"
 #include "store.h"
 #include "supervisor.h"
@@ -255,7 +256,7 @@ spawn(uint32_t slot)
 		sigprocmask(SIG_SETMASK, &h.saved, NULL);
 		rc = worker_main(h.cfg, h.backend, &h.scfg, h.shm, slot, h.listen_fd, h.admin_fd);
 		fflush(stdout);
-		_exit(rc);
+		san_exit(rc);
 	}
 	log_info("worker %u started as pid %d", slot + 1, (int)pid);
 	h.procs[slot].pid = pid;

@@ -123,6 +123,10 @@ START_TEST(test_jsonnum)
 	                      "-9223372036854775809.0,\"d\":18446744073709551615,\"e\":1e500,"
 	                      "\"f\":[99999999999999999999.0]}");
 	ck_assert_uint_eq(jsonnum_bigints("[1,-2,\"x\"]", 10), 0);
+	/* json-c takes leading zeros after a '-': they do not make a number big */
+	ck_assert_uint_eq(jsonnum_bigints("[-000000000000000000000000423970471]", 36), 0);
+	ck_assert_uint_eq(jsonnum_bigints("[-0000000000000000000009223372036854775809]", 43), 1);
+	ck_assert_uint_eq(jsonnum_bigints("[-00000000000000000000009223372036854775808]", 44), 0);
 }
 END_TEST
 

@@ -225,6 +225,56 @@ for _sig in (signal.SIGTERM, signal.SIGHUP):
 _module_tmp = None
 
 
+# Sanitizer builds (./configure --enable-sanitizers): every process a test file starts (servers,
+# their workers, the CLI) writes its ASan/UBSan/LSan reports to files in a directory of its own
+# (log_path), and main() fails the file when any report is there, so a report in a worker that the
+# supervisor quietly respawns is not lost.
+SANITIZED = os.environ.get("EVENTODB_SANITIZED") == "1"
+_SAN_DIR = None
+
+
+def _sanitizer_setup():
+    global _SAN_DIR
+    if not SANITIZED or _SAN_DIR is not None:
+        return
+    _SAN_DIR = tempfile.mkdtemp(prefix="eventodb-san-")
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        opts = [o for o in os.environ.get(var, "").split(":") if o and not o.startswith("log_path=")]
+        os.environ[var] = ":".join(opts + ["log_path=" + os.path.join(_SAN_DIR, "report")])
+
+
+def sanitizer_reports():
+    """The text of every sanitizer report written so far, or ''."""
+    if _SAN_DIR is None:
+        return ""
+    out = []
+    for path in sorted(glob.glob(os.path.join(_SAN_DIR, "*"))):
+        with open(path, errors="replace") as f:
+            out.append("==== %s\n%s" % (os.path.basename(path), f.read()))
+    return "\n".join(out)
+
+
+_sanitizer_setup()
+
+# ASan keeps freed memory in a quarantine (256 MiB by default) before reusing it, and pads every
+# allocation with redzones, so a process's RSS under ASan says little about what it holds. Tests that
+# bound RSS give their servers a small quarantine (rss_env) and scale their bounds (rss_bound_kb).
+ASAN_QUARANTINE_MB = 16
+
+
+def rss_env():
+    """Server env for a test that bounds RSS: a small ASan quarantine in sanitizer builds."""
+    if not SANITIZED:
+        return None
+    return {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=%d" % ASAN_QUARANTINE_MB}
+
+
+def rss_bound_kb(kb):
+    """An RSS growth bound of kb, scaled under ASan: twice as much for redzones and shadow memory,
+    plus a full quarantine."""
+    return kb if not SANITIZED else 2 * kb + ASAN_QUARANTINE_MB * 1024
+
+
 # Which store the shared suite runs on: "postgres" (default) or "sqlite"
 # (t/sqlite/*.py set it before running the same test files).
 STORE = os.environ.get("EVENTODB_TEST_STORE", "postgres")
@@ -264,8 +314,12 @@ def pg_bindir():
 class PgCluster:
     """A throwaway PostgreSQL cluster with database `eventodb`."""
 
-    def __init__(self, dbname="eventodb"):
+    def __init__(self, dbname="eventodb", settings=None):
+        """settings: extra server settings ({"max_connections": 20}), over the defaults below."""
         self.bindir = pg_bindir()
+        self.settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                         "max_connections": "200"}
+        self.settings.update({k: str(v) for k, v in (settings or {}).items()})
         self.dir = tempfile.mkdtemp(prefix="eventodb-pg-")
         self.datadir = os.path.join(self.dir, "data")
         self.logfile = os.path.join(self.dir, "postgres.log")
@@ -312,8 +366,8 @@ class PgCluster:
         last = None
         for _ in range(5):
             port = self.port or free_port()
-            opts = ("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c synchronous_commit=off "
-                    "-c full_page_writes=off -c max_connections=200" % (port, self.dir))
+            opts = "-c listen_addresses=127.0.0.1 -p %d -k %s" % (port, self.dir)
+            opts += "".join(" -c %s=%s" % kv for kv in sorted(self.settings.items()))
             p = self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir, "-l", self.logfile,
                            "-w", "-t", "60", "-o", opts, "start"], check=False)
             if p.returncode == 0:
@@ -528,7 +582,7 @@ class Server:
     """
 
     def __init__(self, db_url=None, token=None, with_token=True, workers=2, extra=(), env=None,
-                 name="server", preexec=None):
+                 name="server", preexec=None, port=None):
         if db_url is None and STORE == "sqlite":
             # The embedded store: one data directory per test module, so a
             # restarted server finds the same data.
@@ -547,6 +601,7 @@ class Server:
         self.preexec = preexec  # runs in the child before exec (e.g. resource limits)
         self.name = name
         self.proc = None
+        self.fixed_port = port  # None: a free port at every start
         self.port = None
         self.host = "127.0.0.1"
         self.logpath = None
@@ -568,7 +623,7 @@ class Server:
         """Starts the process without waiting for readiness."""
         if not os.path.exists(BIN):
             raise ServerStartError("binary not found: %s (set EVENTODB_BIN)" % BIN)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         if self.logpath is None:
             fd, self.logpath = tempfile.mkstemp(prefix="eventodb-%s-" % self.name, suffix=".log", dir=module_tmp())
             os.close(fd)
@@ -863,11 +918,19 @@ def main():
     """unittest.main(verbosity=2) that also prints TAP on stdout; exits non-zero on failure."""
     runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=_TapResult)
     prog = unittest.main(module="__main__", testRunner=runner, exit=False, verbosity=2)
-    sys.stdout.write("1..%d\n" % _TapResult.tap_n)
-    sys.stdout.flush()
     res = prog.result
     ok = res.wasSuccessful() and res.testsRun > 0
-    cleanup()
+    cleanup()  # servers stop first: their workers' leak checks run at exit
+    reports = sanitizer_reports()
+    if reports:
+        _TapResult.tap_n += 1
+        sys.stdout.write("not ok %d - sanitizer reports\n" % _TapResult.tap_n)
+        sys.stderr.write("\n----- sanitizer reports -----\n%s\n----- end of reports -----\n" % reports)
+        ok = False
+    if _SAN_DIR is not None:
+        shutil.rmtree(_SAN_DIR, ignore_errors=True)
+    sys.stdout.write("1..%d\n" % _TapResult.tap_n)
+    sys.stdout.flush()
     sys.exit(0 if ok else 1)
 
 

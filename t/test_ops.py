@@ -238,6 +238,23 @@ class TestCheckConfig(harness.TestCase):
         self.assertIn("configuration ok", p.stdout)
 
 
+    def test_max_body_capped_where_json_c_takes_an_int(self):
+        """Request bodies go to json-c with an int length: sizes from 2 GiB on (once accepted up to 4 GiB)
+        are refused at start, with the range in the message; 1 GiB is the largest accepted."""
+        for flag in ("--max-body", "--max-message"):
+            for size in ("4GiB", "2GiB", "1073741825"):
+                p = run([harness.BIN, "--check-config", "--db-url", "postgres://x@localhost/y", flag, size])
+                self.assertEqual(p.returncode, 1, (flag, size, p.stdout, p.stderr))
+                self.assertIn('invalid value "%s" for %s: must be between' % (size, flag[2:]), p.stderr)
+                self.assertIn("and 1073741824", p.stderr)
+            p = run([harness.BIN, "--check-config", "--db-url", "postgres://x@localhost/y", flag, "1GiB"])
+            self.assertEqual(p.returncode, 0, (flag, p.stderr))
+        srv = harness.Server(name="bigbody", extra=["--max-body", "4GiB"])
+        rc = srv.run_to_exit(20)
+        self.assertNotEqual(rc, 0, "a server with --max-body 4GiB must refuse to start")
+        self.assertIn('invalid value "4GiB" for max-body', srv.output())
+
+
 class TestDocsAndInstall(harness.TestCase):
     def test_make_install_into_destdir(self):
         dest = tempfile.mkdtemp(prefix="eventodb-destdir-", dir=harness.module_tmp())
