@@ -92,9 +92,15 @@ shm_create(uint32_t nworkers, uint32_t ns_capacity)
 struct shm *
 shm_create_ex(uint32_t nworkers, uint32_t ns_capacity, size_t index_size, size_t ring_size)
 {
+	return shm_create_parts(nworkers, ns_capacity, index_size, ring_size, 0);
+}
+
+struct shm *
+shm_create_parts(uint32_t nworkers, uint32_t ns_capacity, size_t index_size, size_t ring_size, size_t prof_size)
+{
 	struct shm *s;
 	struct shm_header *h;
-	size_t ns_off, w_off, ix_off, r_off, size;
+	size_t ns_off, w_off, ix_off, r_off, p_off, size;
 	uint32_t cap = 16;
 
 	while (cap < ns_capacity)
@@ -103,7 +109,8 @@ shm_create_ex(uint32_t nworkers, uint32_t ns_capacity, size_t index_size, size_t
 	w_off = align64(ns_off + (size_t)cap * sizeof(struct shm_ns));
 	ix_off = align64(w_off + (size_t)nworkers * align64(sizeof(struct shm_worker)));
 	r_off = align64(ix_off + index_size);
-	size = align64(r_off + ring_size);
+	p_off = align64(r_off + ring_size);
+	size = align64(p_off + prof_size);
 
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -123,6 +130,7 @@ shm_create_ex(uint32_t nworkers, uint32_t ns_capacity, size_t index_size, size_t
 	h->workers_offset = w_off;
 	h->index_offset = index_size > 0 ? ix_off : 0;
 	h->ring_offset = ring_size > 0 ? r_off : 0;
+	h->prof_offset = prof_size > 0 ? p_off : 0;
 	if (lock_init(&h->ns_lock) != 0) {
 		munmap(s->base, size);
 		free(s);
