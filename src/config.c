@@ -53,6 +53,11 @@ const struct option_def config_options[] = {
 	 "write the supervisor's pid here; refuse to start while it names a live eventodb"},
 	{"port", OPT_INT, "8080", false, OFF(port), 0, 65535,
 	 "TCP port to listen on"},
+	{"profile-dir", OPT_STR, NULL, false, OFF(profile_dir), 0, 0,
+	 "directory for CPU profiles (/debug/pprof/profile, SIGUSR2); default: $STATE_DIRECTORY/profiles "
+	 "under systemd, else $TMPDIR/eventodb-profiles-UID (or /tmp/...)"},
+	{"profile-seconds", OPT_INT, "30", false, OFF(profile_seconds), 1, 300,
+	 "length of the CPU profile every worker takes on SIGUSR2"},
 	{"shutdown-timeout", OPT_INT, "10", false, OFF(shutdown_timeout), 0, 3600,
 	 "seconds a graceful shutdown (SIGTERM) may take before workers are killed"},
 	{"sse-buffer", OPT_SIZE, "64KiB", false, OFF(sse_buffer), 1024, (int64_t)1 << 30,

@@ -29,6 +29,8 @@ struct config {
 	bool pg_notify;
 	char *pidfile;
 	int64_t port;
+	char *profile_dir;
+	int64_t profile_seconds;
 	int64_t shutdown_timeout;
 	int64_t sse_buffer;
 	int64_t sse_keepalive;

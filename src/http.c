@@ -18,6 +18,7 @@
 #include "import.h"
 #include "jsonw.h"
 #include "log.h"
+#include "profile_http.h"
 #include "ring.h"
 #include "rpc.h"
 #include "shm.h"
@@ -314,6 +315,8 @@ http_route(struct evhttp_request *req, void *arg)
 		send_fixed(w, req, "{\"version\":\"" PACKAGE_VERSION "\"}");
 	} else if (strcmp(path, "/debug/stats") == 0) {
 		debug_stats(w, req, start);
+	} else if (strncmp(path, "/debug/pprof", 12) == 0 && (path[12] == '\0' || path[12] == '/')) {
+		profile_http_handle(w, req, path, start);
 	} else if (strcmp(path, "/subscribe") == 0) {
 		sse_handle(w, req, start);
 	} else if (strcmp(path, "/import") == 0) {

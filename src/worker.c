@@ -22,6 +22,7 @@
 #include "http.h"
 #include "import.h"
 #include "log.h"
+#include "profile.h"
 #include "proctitle.h"
 #include "rpc.h"
 #include "shm.h"
@@ -186,6 +187,8 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	event_add(w->ev_hup, NULL);
 	event_add(w->ev_usr1, NULL);
 	event_add(ticker, &one_sec);
+	if (profile_worker_start(w) != 0)
+		return 2;
 
 	w->me->ready = 1;
 	log_debug("worker %u ready", slot + 1);
@@ -195,6 +198,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 
 	if (w->bound != NULL)
 		evhttp_del_accept_socket(w->http, w->bound);
+	profile_worker_stop(w);
 	sse_stop(w);
 	/* The store first: closing it fails what is still queued, and those
 	 * callbacks answer requests that evhttp_free would already have freed. */
