@@ -6,10 +6,10 @@
  * here. Everything is forwarded to glibc's allocator under its other names
  * (__libc_malloc & co.), so a block may be freed by either side.
  *
- * A call costs three relaxed atomic additions on top of glibc's: the kind's
- * counter and the site's count and bytes. Sites are found by open
- * addressing on the return address; a site that finds no slot within a few
- * probes is counted as dropped, so nothing is ever lost from the totals.
+ * A call costs two relaxed atomic additions on top of glibc's (its site's
+ * count and bytes), a free one (the count of frees). Sites are found by open
+ * addressing on the return address; a call whose site finds no slot within
+ * a few probes is counted as dropped, so nothing is lost from the totals.
  */
 #define ALLOC_STATS_IMPL 1
 #include "autoconf.h"
@@ -47,7 +47,6 @@ count(uintptr_t pc, size_t n, enum alloc_kind k)
 	struct alloc_table *t = __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
 	uint32_t i = (uint32_t)((pc * UINT64_C(0x9e3779b97f4a7c15)) >> (64 - SITE_BITS));
 
-	ADD(t->calls[k], 1);
 	for (int probe = 0; probe < PROBES; probe++, i = (i + 1) & (ALLOC_SITES - 1)) {
 		struct alloc_site *s = &t->sites[i];
 		uintptr_t have = __atomic_load_n(&s->pc, __ATOMIC_RELAXED);
@@ -55,8 +54,10 @@ count(uintptr_t pc, size_t n, enum alloc_kind k)
 		/* an empty slot becomes ours, unless another thread claims it
 		 * first: then the exchange leaves that thread's pc in have */
 		if (have == 0 &&
-		    __atomic_compare_exchange_n(&s->pc, &have, pc, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		    __atomic_compare_exchange_n(&s->pc, &have, pc, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+			__atomic_store_n(&s->kind, (uint32_t)k, __ATOMIC_RELAXED);
 			have = pc;
+		}
 		if (have == pc) {
 			ADD(s->allocs, 1);
 			ADD(s->bytes, n);
@@ -254,19 +255,24 @@ void
 alloc_stats_totals(const struct alloc_table *t, struct alloc_totals *out)
 {
 	memset(out, 0, sizeof(*out));
-	for (int k = 0; k < ALLOC_NKINDS; k++) {
-		out->calls[k] = LOAD(t->calls[k]);
-		out->allocs += out->calls[k];
-	}
 	out->frees = LOAD(t->frees);
 	out->dropped_allocs = LOAD(t->dropped_allocs);
 	out->dropped_bytes = LOAD(t->dropped_bytes);
+	out->allocs = out->dropped_allocs;
 	out->bytes = out->dropped_bytes;
 	for (uint32_t i = 0; i < ALLOC_SITES; i++) {
-		if (LOAD(t->sites[i].pc) == 0)
+		const struct alloc_site *s = &t->sites[i];
+		uint64_t n;
+		uint32_t k;
+
+		if (LOAD(s->pc) == 0)
 			continue;
+		n = LOAD(s->allocs);
+		k = LOAD(s->kind);
 		out->sites++;
-		out->bytes += LOAD(t->sites[i].bytes);
+		out->allocs += n;
+		out->bytes += LOAD(s->bytes);
+		out->calls[k < ALLOC_NKINDS ? k : ALLOC_MALLOC] += n;
 	}
 }
 

@@ -32,9 +32,12 @@ enum alloc_kind {
 	ALLOC_NKINDS
 };
 
-/* One call site: the return address of the allocating call. */
+/* One call site: the return address of the allocating call. A call site
+ * calls one allocator, so its kind is that of its first call. */
 struct alloc_site {
-	uintptr_t pc; /* 0 = empty slot */
+	uintptr_t pc;  /* 0 = empty slot */
+	uint32_t kind; /* enum alloc_kind */
+	uint32_t pad;
 	uint64_t allocs;
 	uint64_t bytes; /* bytes asked for */
 };
@@ -43,18 +46,17 @@ struct alloc_table {
 	uint32_t magic;
 	uint32_t nsites;
 	int64_t since_us; /* when counting into this table began */
-	uint64_t calls[ALLOC_NKINDS];
-	uint64_t frees; /* free of a non-NULL pointer, realloc(p, 0), the old block of a resize */
+	uint64_t frees;   /* free of a non-NULL pointer, realloc(p, 0), the old block of a resize */
 	uint64_t dropped_allocs, dropped_bytes; /* calls whose site found no free slot */
 	struct alloc_site sites[ALLOC_SITES];
 };
 
 /* A consistent-enough snapshot of a table (relaxed reads of live counters). */
 struct alloc_totals {
-	uint64_t allocs; /* every allocating call: the sum of calls[] */
+	uint64_t allocs; /* every allocating call: the sum of calls[] and dropped_allocs */
 	uint64_t bytes;
 	uint64_t frees;
-	uint64_t calls[ALLOC_NKINDS];
+	uint64_t calls[ALLOC_NKINDS]; /* of the calls at known sites */
 	uint64_t dropped_allocs, dropped_bytes;
 	uint32_t sites; /* slots in use */
 };

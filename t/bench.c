@@ -304,6 +304,30 @@ b_jw_str_escapes(int64_t n)
 	}
 }
 
+/* What counting costs a malloc/free pair: through the counting allocator,
+ * and straight to glibc (the names it forwards to), in the same run. */
+extern void *__libc_malloc(size_t n);
+extern void __libc_free(void *p);
+static void *volatile keep;
+
+static void
+b_malloc_counted(int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		keep = malloc(64);
+		free(keep);
+	}
+}
+
+static void
+b_malloc_libc(int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		keep = __libc_malloc(64);
+		__libc_free(keep);
+	}
+}
+
 static const struct bench benches[] = {
     {"BenchmarkWriteMessage/pg", b_write_message_pg},
     {"BenchmarkWriteMessage/sqlite", b_write_message_sqlite},
@@ -323,6 +347,8 @@ static const struct bench benches[] = {
     {"BenchmarkJSONEscape/escapes", b_jw_escape_escapes},
     {"BenchmarkJWStr/plain", b_jw_str_plain},
     {"BenchmarkJWStr/escapes", b_jw_str_escapes},
+    {"BenchmarkMallocFree/counted", b_malloc_counted},
+    {"BenchmarkMallocFree/libc", b_malloc_libc},
 };
 
 /* ---- the runner ------------------------------------------------------------------- */

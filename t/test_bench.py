@@ -52,7 +52,7 @@ class BenchTest(harness.TestCase):
                 "BenchmarkStreamCardinalID", "BenchmarkRespRoundTrip", "BenchmarkRingAppend",
                 "BenchmarkRingAppendRead", "BenchmarkTokenParse", "BenchmarkTokenLookup", "BenchmarkTokenAuth",
                 "BenchmarkJSONEscape/plain", "BenchmarkJSONEscape/escapes", "BenchmarkJWStr/plain",
-                "BenchmarkJWStr/escapes"]
+                "BenchmarkJWStr/escapes", "BenchmarkMallocFree/counted", "BenchmarkMallocFree/libc"]
         for name in want:
             self.assertIn(name, self.rows)
 
@@ -69,6 +69,9 @@ class BenchTest(harness.TestCase):
         self.assertGreaterEqual(b, 64)
         # the same escaping into a caller's array allocates nothing
         self.assertEqual(self.rows["BenchmarkJSONEscape/plain"][3], 0)
+        # malloc through the counting allocator is counted, glibc's own name is not
+        self.assertEqual(self.rows["BenchmarkMallocFree/counted"][2:], (64, 1))
+        self.assertEqual(self.rows["BenchmarkMallocFree/libc"][2:], (0, 0))
         # a page of 100 rows needs more buffer than one row
         self.assertGreater(self.rows["BenchmarkWritePage100/pg"][2], self.rows["BenchmarkWriteMessage/pg"][2])
 

@@ -377,7 +377,8 @@ def check_allocs(tc, srv, binary):
     t0, t1 = before["total"], after["total"]
     tc.assertGreaterEqual(t1["allocs"] - t0["allocs"], n, "at least one allocation per request")
     tc.assertGreater(t1["bytes"], t0["bytes"])
-    tc.assertEqual(t1["allocs"], sum(t1[k] for k in ("malloc", "calloc", "realloc", "aligned", "strdup")))
+    kinds = ("malloc", "calloc", "realloc", "aligned", "strdup", "dropped")
+    tc.assertEqual(t1["allocs"], sum(t1[k] for k in kinds))
     tc.assertEqual(t1["live"], t1["allocs"] - t1["frees"])
     tc.assertEqual([w["worker"] for w in after["workers"]], [1, 2])
     for k in ("allocs", "bytes", "frees"):
