@@ -69,6 +69,11 @@ const struct option_def config_options[] = {
 	 "write the supervisor's pid here; refuse to start while it names a live eventodb"},
 	{"port", OPT_INT, "8080", false, OFF(port), 0, 65535,
 	 "TCP port to listen on"},
+	{"profile-dir", OPT_STR, NULL, false, OFF(profile_dir), 0, 0,
+	 "directory for CPU profiles (/debug/pprof/profile, SIGUSR2); default: $STATE_DIRECTORY/profiles "
+	 "under systemd, else $TMPDIR/eventodb-profiles-UID (or /tmp/...)"},
+	{"profile-seconds", OPT_INT, "30", false, OFF(profile_seconds), 1, 300,
+	 "length of the CPU profile every worker takes on SIGUSR2"},
 	{"read-timeout", OPT_INT, "30", false, OFF(read_timeout), 1, 3600,
 	 "seconds to receive a request head, and most between two pieces of its body (408 after)"},
 	{"shutdown-timeout", OPT_INT, "10", false, OFF(shutdown_timeout), 0, 3600,

@@ -40,6 +40,8 @@ struct config {
 	bool pg_notify;
 	char *pidfile;
 	int64_t port;
+	char *profile_dir;
+	int64_t profile_seconds;
 	int64_t read_timeout;
 	int64_t shutdown_timeout;
 	int64_t sse_buffer;

@@ -13,6 +13,7 @@
 #include "jsonw.h"
 #include "metrics.h"
 #include "pool.h"
+#include "profile_http.h"
 #include "resp.h"
 #include "ring.h"
 #include "rpc.h"
@@ -36,6 +37,7 @@ static const struct http_route routes[] = {
 	{"/version", false, PUB | ADM, HTTP_BODY_DISCARD, version},
 	{"/metrics", false, PUB | ADM, HTTP_BODY_DISCARD, metrics_handle},
 	{"/debug/stats", false, PUB | ADM, HTTP_BODY_DISCARD, debug_stats},
+	{"/debug/pprof", true, PUB | ADM, HTTP_BODY_DISCARD, profile_http_handle},
 	{NULL, false, 0, HTTP_BODY_DISCARD, NULL},
 };
 

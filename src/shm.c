@@ -114,9 +114,15 @@ shm_create(uint32_t nworkers, uint32_t ns_limit)
 struct shm *
 shm_create_ex(uint32_t nworkers, uint32_t ns_limit, size_t index_size, size_t ring_size)
 {
+	return shm_create_parts(nworkers, ns_limit, index_size, ring_size, 0);
+}
+
+struct shm *
+shm_create_parts(uint32_t nworkers, uint32_t ns_limit, size_t index_size, size_t ring_size, size_t prof_size)
+{
 	struct shm *s;
 	struct shm_header *h;
-	size_t ns_off, w_off, ix_off, r_off, size;
+	size_t ns_off, w_off, ix_off, r_off, p_off, size;
 	uint32_t cap = shm_ns_table_slots(ns_limit);
 
 	if (ns_limit < 1 || ns_limit > SHM_NS_LIMIT_MAX) {
@@ -127,7 +133,8 @@ shm_create_ex(uint32_t nworkers, uint32_t ns_limit, size_t index_size, size_t ri
 	w_off = align64(ns_off + (size_t)cap * sizeof(struct shm_ns));
 	ix_off = align64(w_off + (size_t)nworkers * align64(sizeof(struct shm_worker)));
 	r_off = align64(ix_off + index_size);
-	size = align64(r_off + ring_size);
+	p_off = align64(r_off + ring_size);
+	size = align64(p_off + prof_size);
 
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -148,6 +155,7 @@ shm_create_ex(uint32_t nworkers, uint32_t ns_limit, size_t index_size, size_t ri
 	h->workers_offset = w_off;
 	h->index_offset = index_size > 0 ? ix_off : 0;
 	h->ring_offset = ring_size > 0 ? r_off : 0;
+	h->prof_offset = prof_size > 0 ? p_off : 0;
 	if (lock_init(&h->ns_lock) != 0) {
 		munmap(s->base, size);
 		free(s);

@@ -3,7 +3,9 @@
  * before fork. A header (magic, layout version, sizes, offsets), the
  * namespace table (auth without a database query) and one stats slot per
  * worker. Offsets only, never pointers. The stream index and write ring
- * (live subscriptions) get their own offsets in the header.
+ * (live subscriptions) and the profiling part (profile.c: profile requests
+ * to every worker, published pool counters, allocation counters) get their
+ * own offsets in the header.
  */
 #ifndef EVENTODB_SHM_H
 #define EVENTODB_SHM_H
@@ -65,6 +67,7 @@ struct shm_header {
 	uint64_t workers_offset;
 	uint64_t index_offset;     /* stream index: 0 until it exists */
 	uint64_t ring_offset;      /* write ring: 0 until it exists */
+	uint64_t prof_offset;      /* profiling part: 0 until it exists */
 	struct shm_lock ns_lock;
 	volatile uint64_t ns_generation; /* bumped by every create/delete */
 	volatile uint32_t ns_count;      /* used + reserved slots */
@@ -80,6 +83,9 @@ struct shm *shm_create(uint32_t nworkers, uint32_t ns_limit);
 /* Also reserves the stream index and write ring parts (ring.h) of the given
  * sizes; their offsets land in the header (0 when a size is 0). */
 struct shm *shm_create_ex(uint32_t nworkers, uint32_t ns_limit, size_t index_size, size_t ring_size);
+/* Also reserves the profiling part (profile.h) of prof_size bytes. */
+struct shm *shm_create_parts(uint32_t nworkers, uint32_t ns_limit, size_t index_size, size_t ring_size,
+                             size_t prof_size);
 /* Slots of the table that holds ns_limit namespaces (what ring.c sizes its
  * per-slot arrays by). */
 uint32_t shm_ns_table_slots(uint32_t ns_limit);

@@ -32,6 +32,7 @@
 #include "evlib.h"
 #include "log.h"
 #include "notify_pg.h"
+#include "profile.h"
 #include "proctitle.h"
 #include "ring.h"
 #include "sanitize.h"
@@ -252,7 +253,9 @@ spawn(uint32_t slot)
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = SIG_DFL;
 		for (int s = 1; s < 32; s++)
-			sigaction(s, &sa, NULL);
+			if (s != SIGPROF) /* gperftools' handler, installed when the library loaded */
+				sigaction(s, &sa, NULL);
+		profile_child_init(h.shm, slot);
 		sigprocmask(SIG_SETMASK, &h.saved, NULL);
 		rc = worker_main(h.cfg, h.backend, &h.scfg, h.shm, slot, h.listen_fd, h.admin_fd);
 		fflush(stdout);
@@ -571,9 +574,10 @@ run(struct config *cfg)
 	if (ensure_default(cfg) != 0)
 		return 1;
 	/* The region also holds the write ring and stream index (ring.c). */
-	h.shm = shm_create_ex(h.nworkers, (uint32_t)cfg->max_namespaces, ring_index_size(),
-	                      ring_part_size(h.nworkers, (uint32_t)cfg->max_namespaces, (size_t)cfg->write_ring_size));
-	if (h.shm == NULL || ring_init(h.shm, (size_t)cfg->write_ring_size) != 0) {
+	h.shm = shm_create_parts(h.nworkers, (uint32_t)cfg->max_namespaces, ring_index_size(),
+	                         ring_part_size(h.nworkers, (uint32_t)cfg->max_namespaces, (size_t)cfg->write_ring_size),
+	                         profile_part_size(h.nworkers));
+	if (h.shm == NULL || ring_init(h.shm, (size_t)cfg->write_ring_size) != 0 || profile_setup(h.shm, cfg) != 0) {
 		log_error("cannot map the shared region: %s", strerror(errno));
 		return 1;
 	}
@@ -603,6 +607,7 @@ run(struct config *cfg)
 	sigaddset(&h.blocked, SIGQUIT);
 	sigaddset(&h.blocked, SIGHUP);
 	sigaddset(&h.blocked, SIGUSR1);
+	sigaddset(&h.blocked, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &h.blocked, &h.saved);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -672,6 +677,9 @@ run(struct config *cfg)
 			log_info("logs reopened");
 			signal_all(SIGUSR1);
 			break;
+		case SIGUSR2:
+			profile_sigusr2(h.shm, cfg);
+			break;
 		default:
 			break;
 		}
@@ -685,6 +693,8 @@ run(struct config *cfg)
 			h.procs[slot].pid = 0;
 			shm_release_dead(h.shm, pid);
 			shm_worker(h.shm, slot)->ready = 0;
+			/* nobody may signal a pid that can now be reused */
+			shm_worker(h.shm, slot)->pid = 0;
 			if (WIFSIGNALED(status))
 				log_msg(stopping ? LVL_INFO : LVL_ERROR, "worker %d exited on signal %d%s", (int)pid,
 				        WTERMSIG(status), WCOREDUMP(status) ? " (core dumped)" : "");
@@ -712,6 +722,7 @@ run(struct config *cfg)
 			}
 		}
 
+		profile_supervisor_poll(h.shm);
 		if (stopping) {
 			if (running() == 0)
 				break;

@@ -21,6 +21,7 @@
 #include "evlib.h"
 #include "http.h"
 #include "log.h"
+#include "profile.h"
 #include "proctitle.h"
 #include "resp.h"
 #include "rpc.h"
@@ -191,6 +192,8 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	event_add(w->ev_hup, NULL);
 	event_add(w->ev_usr1, NULL);
 	event_add(ticker, &one_sec);
+	if (profile_worker_start(w) != 0)
+		return 2;
 
 	w->me->ready = 1;
 	log_debug("worker %u ready", slot + 1);
@@ -198,6 +201,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 		rc = 1;
 	w->me->ready = 0;
 
+	profile_worker_stop(w);
 	/* The store first: closing it fails what is still queued, and those
 	 * callbacks answer their requests while the connections still exist.
 	 * Then the connections (streams' close callbacks run), then the
