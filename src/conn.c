@@ -607,6 +607,7 @@ begin_request(struct conn *c)
 	r->magic = REQ_MAGIC;
 	r->c = c;
 	r->start_us = now_unix_us();
+	r->minor = 1; /* until the request line says otherwise: what a rejection answers in */
 	r->rb = pool_get(&c->srv->rbuf_pool);
 	if (r->rb != NULL)
 		r->rb->magic = RBUF_MAGIC;
@@ -702,7 +703,7 @@ hook_field(void *owner, const char *at, size_t n)
 	struct wbuf *h = &r->rb->head;
 
 	if (!tchars(at, n))
-		return stop_with(c, 400, "INVALID_REQUEST", "Malformed request: invalid character in a header name");
+		return stop_with(c, 400, "INVALID_REQUEST", "Malformed request: invalid character in header");
 	if (head_room(c, n + 4) != 0)
 		return -1;
 	if (httpp_in_trailer(&c->parser))
@@ -870,7 +871,7 @@ head_done(struct conn *c)
 	r->method = httpp_method(&c->parser);
 	r->method_name = httpp_method_name(&c->parser);
 	httpp_version(&c->parser, &major, &minor);
-	r->minor = minor;
+	r->minor = major == 1 && minor <= 1 ? minor : 1; /* a 505 answers in HTTP/1.1 */
 	r->head_only = r->method == HTTPP_HEAD;
 	if (r->method == HTTPP_OTHER) {
 		reject(c, 405, "INVALID_REQUEST", "Method not allowed");
@@ -1614,6 +1615,13 @@ http_stream_end(struct http_req *r)
 }
 
 void
+http_close_after(struct http_req *r)
+{
+	if (live(r))
+		r->c->closing = true;
+}
+
+void
 http_on_drain(struct http_req *r, void (*cb)(void *), void *arg)
 {
 	r->drain_cb = cb;
@@ -1692,7 +1700,7 @@ http_body_accept(struct http_req *r, void (*cb)(void *), void *arg)
 const char *
 http_body_data(const struct http_req *r, size_t *len)
 {
-	if (r->rb == NULL) {
+	if (r->rb == NULL || r->rb->body.p == NULL) {
 		*len = 0;
 		return "";
 	}
@@ -1795,16 +1803,14 @@ peer_text(const struct sockaddr *sa, char *out, size_t cap)
 		snprintf(out, cap, "%s", a);
 }
 
+/* A new connection on fd (accepted on listener `on`, or adopted). */
 static void
-on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+conn_open(struct http_server *s, int fd, const struct sockaddr *sa, enum http_listener on)
 {
-	struct http_server *s = arg;
 	struct conn *c;
 	int one = 1;
 	bool over = s->nconns - s->nrefused_lingering >= (uint32_t)s->w->cfg->max_connections;
 
-	(void)salen;
-	s->accept_pause_ms = 0; /* an accept worked: the next pause starts short */
 	if (over && s->nrefused_lingering >= REJECT_EXTRA) {
 		s->refused++;
 		close(fd);
@@ -1834,12 +1840,15 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 	c->magic = CONN_MAGIC;
 	c->srv = s;
 	c->fd = fd;
-	c->on = lev == s->lev[HTTP_LISTENER_ADMIN] ? HTTP_LISTENER_ADMIN : HTTP_LISTENER_PUBLIC;
+	c->on = on;
 	c->phase = PH_IDLE;
 	event_assign(c->rd, s->base, fd, EV_READ | EV_PERSIST, on_read, c);
 	event_assign(c->wr, s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
 	httpp_init(&c->parser, &hooks, c);
-	peer_text(sa, c->peer, sizeof(c->peer));
+	if (sa != NULL)
+		peer_text(sa, c->peer, sizeof(c->peer));
+	else
+		snprintf(c->peer, sizeof(c->peer), "-");
 	TAILQ_INSERT_TAIL(&s->conns, c, link);
 	s->nconns++;
 	s->accepted++;
@@ -1862,6 +1871,25 @@ on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, i
 		return;
 	}
 	arm_read(c);
+}
+
+static void
+on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct http_server *s = arg;
+
+	(void)salen;
+	s->accept_pause_ms = 0; /* an accept worked: the next pause starts short */
+	conn_open(s, fd, sa, lev == s->lev[HTTP_LISTENER_ADMIN] ? HTTP_LISTENER_ADMIN : HTTP_LISTENER_PUBLIC);
+}
+
+int
+http_server_adopt(struct http_server *s, int fd, enum http_listener on)
+{
+	if (evutil_make_socket_nonblocking(fd) != 0)
+		return -1;
+	conn_open(s, fd, NULL, on);
+	return 0;
 }
 
 static void

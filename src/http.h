@@ -113,6 +113,9 @@ void http_stream_send(struct http_req *req, const void *p, size_t n);
 size_t http_stream_queued(const struct http_req *req);
 /* The last chunk; the request is over (do not touch it again). */
 void http_stream_end(struct http_req *req);
+/* The connection closes once this request is over (whatever else the
+ * client pipelined behind it is not read). */
+void http_close_after(struct http_req *req);
 /* Called whenever the queued output has all gone out. */
 void http_on_drain(struct http_req *req, void (*cb)(void *arg), void *arg);
 /* Called once if the connection goes away before the request is over; the
@@ -154,6 +157,9 @@ struct http_server_stats {
 
 /* Starts serving on the inherited listening sockets (admin_fd -1: none). */
 struct http_server *http_server_start(struct worker *w, int public_fd, int admin_fd);
+/* Serves an already connected socket as if it was accepted on listener on
+ * (tests and the fuzz targets: a socketpair). 0, or -1. */
+int http_server_adopt(struct http_server *s, int fd, enum http_listener on);
 /* SIGTERM: stop accepting, close idle connections, mark the others to
  * close after their current request. */
 void http_server_drain(struct http_server *s);

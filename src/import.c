@@ -419,6 +419,10 @@ process(struct import *imp)
 	if (imp->flying >= 0)
 		return; /* the rest waits for the batch in the store */
 	if (imp->err) {
+		/* Whether the rest of the body had arrived yet must not decide what
+		 * happens to what follows it: after an error the connection ends. */
+		if (imp->req != NULL)
+			http_close_after(imp->req);
 		emit_error(imp, imp->err_code, imp->err_msg, imp->err_line);
 		finish(imp);
 		imp_done(imp);
