@@ -189,6 +189,8 @@ note_error(struct lt_load *l, enum lt_method m, int status, const char *body, si
 
 	if (r == NULL || r->first_error[0] != '\0')
 		return;
+	while (len > 0 && (body[len - 1] == '\n' || body[len - 1] == '\r'))
+		len--;
 	if (status == 0)
 		snprintf(r->first_error, sizeof(r->first_error), "%s: %.*s", lt_method_names[m], (int)len, body);
 	else
@@ -448,7 +450,17 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 static void
 stop_cb(evutil_socket_t fd, short what, void *arg)
 {
-	lt_load_stop(arg);
+	struct lt_load *l = arg;
+	uint64_t want = (uint64_t)(l->o->duration_s * 1e9), ran = lt_now_ns() - l->t_start;
+
+	/* a timer may fire a little early by our clock: wait out the rest */
+	if (ran < want) {
+		struct timeval tv = {(time_t)((want - ran) / 1000000000u), (suseconds_t)((want - ran) % 1000000000u / 1000 + 1)};
+
+		evtimer_add(l->stop_ev, &tv);
+		return;
+	}
+	lt_load_stop(l);
 }
 
 void

@@ -292,7 +292,7 @@ lt_report(const struct lt_opts *o, const struct lt_mix *mix, const struct lt_res
 	                       have_allocs && r->total ? jnum((double)allocs / (double)r->total, 2) : NULL);
 	json_object_object_add(out, "alloc_bytes_per_request",
 	                       have_allocs && bytes >= 0 && r->total ? jnum((double)bytes / (double)r->total, 1) : NULL);
-	json_object_object_add(cl, "cpu_s", jnum(r->cpu_s, 3));
+	json_object_object_add(cl, "cpu_s", jnum(r->cpu_s, 6));
 	json_object_object_add(cl, "cpu_us_per_op", r->total ? jnum(r->cpu_s * 1e6 / (double)r->total, 2) : NULL);
 	json_object_object_add(cl, "max_rss_kb", json_object_new_int64(r->max_rss_kb));
 	json_object_object_add(cl, "reconnects", json_object_new_int64((int64_t)r->reconnects));
