@@ -453,7 +453,8 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 	struct lt_load *l = arg;
 	uint64_t want = (uint64_t)(l->o->duration_s * 1e9), ran = lt_now_ns() - l->t_start;
 
-	/* a timer may fire a little early by our clock: wait out the rest */
+	/* libevent's timers run on the coarse clock (a few ms behind ours), which
+	 * is cheaper per loop than a precise timer: wait out the rest */
 	if (ran < want) {
 		struct timeval tv = {(time_t)((want - ran) / 1000000000u), (suseconds_t)((want - ran) % 1000000000u / 1000 + 1)};
 

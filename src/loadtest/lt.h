@@ -1,7 +1,7 @@
 /*
  * eventodb-loadtest: what its parts share. main.c reads the options and runs
- * the phases in order; client.c is the HTTP/1.1 client (bufferevents on
- * libevent, responses parsed by libhttp-parser); load.c drives the request
+ * the phases in order; client.c is the HTTP/1.1 client (non-blocking sockets
+ * on libevent, responses parsed by libhttp-parser); load.c drives the request
  * mixes over keep-alive connections and keeps the counts and latencies;
  * report.c reads the server's counters before and after and writes the
  * summary and the JSON results.
@@ -70,7 +70,8 @@ typedef void (*lt_conn_cb)(struct lt_conn *c, int status, const char *body, size
 struct lt_conn *lt_conn_new(struct event_base *base, const struct lt_target *t, double timeout_s, lt_conn_cb cb,
                             void *arg);
 /* Sends one request (connecting first if needed; a closed connection is
- * reopened). 0, or -1 when no socket could be made (reason in err). */
+ * reopened). req must stay valid until the callback. 0, or -1 with the reason
+ * in err when it could not even be sent (the callback is then not called). */
 int lt_conn_send(struct lt_conn *c, const char *req, size_t len, bool keep_body, char *err, size_t errlen);
 void lt_conn_free(struct lt_conn *c);
 /* Connections opened so far (reconnects included). */

@@ -259,22 +259,6 @@ on_sigint(evutil_socket_t fd, short what, void *arg)
 	lt_load_stop(in->l);
 }
 
-/* Timers on the precise monotonic clock, not the coarse one libevent would
- * take, so --duration and the progress ticks are to the microsecond. */
-static struct event_base *
-new_base(void)
-{
-	struct event_config *cfg = event_config_new();
-	struct event_base *b;
-
-	if (cfg == NULL)
-		return NULL;
-	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-	b = event_base_new_with_config(cfg);
-	event_config_free(cfg);
-	return b;
-}
-
 static int
 raise_fd_limit(long connections, char *err, size_t errlen)
 {
@@ -357,7 +341,7 @@ main(int argc, char **argv)
 	memset(&srv, 0, sizeof(srv));
 	if (lt_target_resolve(&t, err, sizeof(err)) != 0)
 		goto fail;
-	base = new_base();
+	base = event_base_new();
 	r = calloc(1, sizeof(*r));
 	if (base == NULL || r == NULL || (l = lt_load_new(base, &o, mix, &t)) == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
