@@ -6,6 +6,7 @@ counts must equal the deltas of the server's own counters (GET /debug/stats) ove
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -310,6 +311,25 @@ class TestLoadTestCommandLine(harness.TestCase):
             for mix in ["mixed", "read-heavy", "category-read"] + METHODS:
                 self.assertRegex(p.stdout, r"(?m)^  %s " % re.escape(mix))
             self.assertIn("default 10", p.stdout)
+
+    def test_man_page_lists_every_option_and_mix(self):
+        builddir = os.environ.get("EVENTODB_BUILDDIR") or harness.REPO
+        path = os.path.join(builddir, "man", "eventodb-loadtest.1")
+        with open(path) as f:
+            text = f.read()
+        help_text = subprocess.run([LT_BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
+        opts = re.findall(r"(?m)^  --([a-z-]+)", help_text)
+        self.assertGreaterEqual(len(opts), 14)
+        for o in opts:
+            self.assertIn(".B \\-\\-%s" % o.replace("-", "\\-"), text, "man page misses --%s" % o)
+        for mix in ["mixed", "read-heavy", "category-read"] + METHODS:
+            self.assertIn(".B %s\n" % mix.replace("-", "\\-"), text, mix)
+        for sec in ("OPTIONS", "EXAMPLES", "FILES", "SEE ALSO", "EXIT STATUS"):
+            self.assertIn(".SH %s" % sec, text)
+        self.assertNotIn("@", text.splitlines()[0])
+        if shutil.which("groff"):
+            p = subprocess.run(["groff", "-ww", "-man", "-Tutf8", path], capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.stderr, "", "groff warnings")
 
     def test_bad_flags_one_line_exit_2(self):
         tmp = tempfile.mkdtemp(prefix="lt-flags-", dir=harness.module_tmp())

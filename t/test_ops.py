@@ -243,6 +243,7 @@ class TestDocsAndInstall(harness.TestCase):
                 text = f.read()
             for n in names:
                 self.assertIn("\\-\\-%s" % n, text, "%s misses --%s" % (page, n))
+            self.assertNotIn("@", text.splitlines()[0], "%s: placeholder left in .TH" % page)
             if shutil.which("groff"):
                 p = run(["groff", "-ww", "-man", "-Tutf8", path])
                 self.assertEqual(p.stderr, "", "%s: groff warnings" % page)
@@ -264,7 +265,8 @@ class TestDocsAndInstall(harness.TestCase):
             rel["sysconfdir"] + "/default/eventodb", rel["sysconfdir"] + "/eventodb/eventodb.conf",
             rel["sysconfdir"] + "/init.d/eventodb", rel["sysconfdir"] + "/logrotate.d/eventodb",
             rel["systemdsystemunitdir"] + "/eventodb.service", rel["sbindir"] + "/eventodb",
-            rel["mandir"] + "/man5/eventodb.conf.5", rel["mandir"] + "/man8/eventodb.8"]))
+            rel["mandir"] + "/man5/eventodb.conf.5", rel["mandir"] + "/man8/eventodb.8",
+            rel["bindir"] + "/eventodb-loadtest", rel["mandir"] + "/man1/eventodb-loadtest.1"]))
         unit = open(os.path.join(dest, rel["systemdsystemunitdir"], "eventodb.service")).read()
         self.assertIn("ExecStart=%s/eventodb --config %s/eventodb/eventodb.conf" % (dirs["sbindir"], dirs["sysconfdir"]),
                       unit)

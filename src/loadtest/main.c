@@ -210,33 +210,50 @@ usage(FILE *out)
 	             "2 for a bad option.\n");
 }
 
+/* Text for roff: '-' as the minus sign \-, '\' as \e. */
+static void
+roff_text(FILE *out, const char *s)
+{
+	for (; *s; s++)
+		if (*s == '-')
+			fputs("\\-", out);
+		else if (*s == '\\')
+			fputs("\\e", out);
+		else
+			fputc(*s, out);
+}
+
 /* roff for the man page's OPTIONS and MIXES sections (make uses it). */
 static void
 usage_roff(FILE *out)
 {
 	for (const struct opt *p = opts; p->name != NULL; p++) {
-		fprintf(out, ".TP\n.B \\-\\-%s", p->name);
+		fputs(".TP\n.B \\-\\-", out);
+		roff_text(out, p->name);
 		if (p->arg != NULL)
 			fprintf(out, " \\fI%s\\fR", p->arg);
-		fprintf(out, "\n");
-		for (const char *c = p->help; *c; c++)
-			fprintf(out, *c == '-' ? "\\-" : *c == '\\' ? "\\e" : "%c", *c);
-		fprintf(out, ".");
-		if (p->def != NULL)
-			fprintf(out, " Default: \\fB%s\\fR.", p->def);
-		fprintf(out, "\n");
+		fputs("\n", out);
+		roff_text(out, p->help);
+		fputs(".", out);
+		if (p->def != NULL) {
+			fputs(" Default: \\fB", out);
+			roff_text(out, p->def);
+			fputs("\\fR.", out);
+		}
+		fputs("\n", out);
 	}
-	fprintf(out, ".TP\n.B \\-\\-help\nPrints the options and mixes.\n");
+	fputs(".TP\n.B \\-\\-help\nPrints the options and mixes.\n", out);
 }
 
 static void
 usage_roff_mixes(FILE *out)
 {
 	for (const struct lt_mix *m = lt_mixes; m->name != NULL; m++) {
-		fprintf(out, ".TP\n.B %s\n", m->name);
-		for (const char *c = m->help; *c; c++)
-			fprintf(out, *c == '-' ? "\\-" : "%c", *c);
-		fprintf(out, ".\n");
+		fputs(".TP\n.B ", out);
+		roff_text(out, m->name);
+		fputs("\n", out);
+		roff_text(out, m->help);
+		fputs(".\n", out);
 	}
 }
 
