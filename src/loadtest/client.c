@@ -319,7 +319,8 @@ conn_flush(struct lt_conn *c, char *msg, size_t msglen)
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n <= 0) {
-			snprintf(msg, msglen, "sending to %s: %s", c->t->hostport, n < 0 ? strerror(errno) : "no progress");
+			snprintf(msg, msglen, "sending to %s: %s", c->t->hostport,
+			         n < 0 ? strerror(errno) : "no progress");
 			return -1;
 		}
 		c->out += n;

@@ -12,7 +12,8 @@
 
 #define LT_HIST_SUB_BITS 7 /* 128 buckets per power of two */
 #define LT_HIST_MAX_BITS 41 /* values up to 2^41 ns (about 36 minutes); more is clamped */
-#define LT_HIST_BUCKETS ((2u << LT_HIST_SUB_BITS) + (LT_HIST_MAX_BITS - LT_HIST_SUB_BITS - 1) * (1u << LT_HIST_SUB_BITS))
+#define LT_HIST_BUCKETS                                                                                                \
+	((2u << LT_HIST_SUB_BITS) + (LT_HIST_MAX_BITS - LT_HIST_SUB_BITS - 1) * (1u << LT_HIST_SUB_BITS))
 
 struct lt_hist {
 	uint64_t count;

@@ -456,7 +456,8 @@ stop_cb(evutil_socket_t fd, short what, void *arg)
 	/* libevent's timers run on the coarse clock (a few ms behind ours), which
 	 * is cheaper per loop than a precise timer: wait out the rest */
 	if (ran < want) {
-		struct timeval tv = {(time_t)((want - ran) / 1000000000u), (suseconds_t)((want - ran) % 1000000000u / 1000 + 1)};
+		struct timeval tv = {(time_t)((want - ran) / 1000000000u),
+		                     (suseconds_t)((want - ran) % 1000000000u / 1000 + 1)};
 
 		evtimer_add(l->stop_ev, &tv);
 		return;
@@ -475,6 +476,13 @@ lt_load_stop(struct lt_load *l)
 		evtimer_del(l->slots[i].retry);
 	if (l->inflight == 0)
 		phase_done(l);
+}
+
+static double
+cpu_seconds(const struct rusage *ru)
+{
+	return (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) +
+	       (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e6;
 }
 
 void
@@ -507,9 +515,7 @@ lt_load_run(struct lt_load *l, struct lt_result *r)
 	}
 	getrusage(RUSAGE_SELF, &ru1);
 	r->duration_s = (double)(l->t_end - l->t_start) / 1e9;
-	r->cpu_s = (double)(ru1.ru_utime.tv_sec - l->ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec - l->ru0.ru_stime.tv_sec) +
-	           (double)(ru1.ru_utime.tv_usec - l->ru0.ru_utime.tv_usec + ru1.ru_stime.tv_usec -
-	                    l->ru0.ru_stime.tv_usec) / 1e6;
+	r->cpu_s = cpu_seconds(&ru1) - cpu_seconds(&l->ru0);
 	r->max_rss_kb = ru1.ru_maxrss;
 	r->reconnects = lt_conn_opened() - opened0;
 	for (int m = 0; m < LT_NMETHODS; m++)

@@ -49,11 +49,13 @@ static const struct opt opts[] = {
 	{"prefill", OPT_INT, OFF(prefill), 0, 100000, NULL, "N",
 	 "stream.write to every stream this many times before the run (default: --batch-size when the mix reads "
 	 "first, else 0)"},
-	{"profile-dir", OPT_STR, OFF(profile_dir), 0, 0, NULL, "DIR", "directory for the results (created if missing)"},
+	{"profile-dir", OPT_STR, OFF(profile_dir), 0, 0, NULL, "DIR",
+	 "directory for the results (created if missing)"},
 	{"quiet", OPT_BOOL, OFF(quiet), 0, 0, NULL, NULL, "no progress lines on stderr"},
 	{"read-every", OPT_INT, OFF(read_every), 0, 1000000, "10", "N",
 	 "mixed: a stream.get after every N writes; read-heavy, category-read: N reads for every write (0: none)"},
-	{"streams", OPT_INT, OFF(streams), 1, 10000000, "100", "N", "streams written: test-stream-0 .. test-stream-N-1"},
+	{"streams", OPT_INT, OFF(streams), 1, 10000000, "100", "N",
+	 "streams written: test-stream-0 .. test-stream-N-1"},
 	{"timeout", OPT_SECONDS, OFF(timeout_s), 0.001, 3600, "10s", "TIME",
 	 "a request without an answer for this long fails (and its connection is reopened)"},
 	{"token", OPT_STR, OFF(token), 0, 0, NULL, "TOKEN",
@@ -107,7 +109,8 @@ set_opt(struct lt_opts *o, const struct opt *p, const char *val, char *err, size
 			return -1;
 		}
 		if ((double)l < p->min || (double)l > p->max) {
-			snprintf(err, errlen, "--%s must be between %.0f and %.0f, not %ld", p->name, p->min, p->max, l);
+			snprintf(err, errlen, "--%s must be between %.0f and %.0f, not %ld", p->name, p->min, p->max,
+			         l);
 			return -1;
 		}
 		*(long *)dst = l;
@@ -119,7 +122,8 @@ set_opt(struct lt_opts *o, const struct opt *p, const char *val, char *err, size
 			return -1;
 		}
 		if (d < p->min || d > p->max) {
-			snprintf(err, errlen, "--%s must be between %gs and %gs, not %.80s", p->name, p->min, p->max, val);
+			snprintf(err, errlen, "--%s must be between %gs and %gs, not %.80s", p->name, p->min, p->max,
+			         val);
 			return -1;
 		}
 		*(double *)dst = d;
@@ -285,13 +289,14 @@ raise_fd_limit(long connections, char *err, size_t errlen)
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
 		return 0;
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
-		snprintf(err, errlen, "--connections %ld needs %lu open files, the limit is %lu (ulimit -n)", connections,
-		         (unsigned long)want, (unsigned long)rl.rlim_max);
+		snprintf(err, errlen, "--connections %ld needs %lu open files, the limit is %lu (ulimit -n)",
+		         connections, (unsigned long)want, (unsigned long)rl.rlim_max);
 		return -1;
 	}
 	rl.rlim_cur = want;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-		snprintf(err, errlen, "cannot raise the open-file limit to %lu: %s", (unsigned long)want, strerror(errno));
+		snprintf(err, errlen, "cannot raise the open-file limit to %lu: %s", (unsigned long)want,
+		         strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -368,7 +373,8 @@ main(int argc, char **argv)
 		goto fail;
 	if (o.prefill > 0) {
 		if (!o.quiet)
-			fprintf(stderr, "%s: filling %ld streams with %ld messages each\n", LT_PROG, o.streams, o.prefill);
+			fprintf(stderr, "%s: filling %ld streams with %ld messages each\n", LT_PROG, o.streams,
+			        o.prefill);
 		if (lt_load_prefill(l, o.prefill, err, sizeof(err)) != 0)
 			goto fail;
 		r->prefill_writes = (uint64_t)o.prefill * (uint64_t)o.streams;

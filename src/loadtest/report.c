@@ -259,10 +259,12 @@ lt_report(const struct lt_opts *o, const struct lt_mix *mix, const struct lt_res
 
 		json_object_object_add(mo, "count", json_object_new_int64((int64_t)ms->count));
 		json_object_object_add(mo, "errors", json_object_new_int64((int64_t)ms->errors));
-		json_object_object_add(mo, "ops_per_sec", jnum(r->duration_s > 0 ? (double)ms->count / r->duration_s : 0, 1));
+		json_object_object_add(mo, "ops_per_sec",
+		                       jnum(r->duration_s > 0 ? (double)ms->count / r->duration_s : 0, 1));
 		add_latency(mo, &ms->hist);
 		json_object_object_add(mo, "server_count", have_stats ? json_object_new_int64(delta[m]) : NULL);
-		json_object_object_add(mo, "allocs_per_request", mine ? jnum((double)allocs / (double)ms->count, 2) : NULL);
+		json_object_object_add(mo, "allocs_per_request",
+		                       mine ? jnum((double)allocs / (double)ms->count, 2) : NULL);
 		json_object_object_add(methods, lt_method_names[m], mo);
 	}
 
@@ -291,7 +293,8 @@ lt_report(const struct lt_opts *o, const struct lt_mix *mix, const struct lt_res
 	json_object_object_add(out, "allocs_per_request",
 	                       have_allocs && r->total ? jnum((double)allocs / (double)r->total, 2) : NULL);
 	json_object_object_add(out, "alloc_bytes_per_request",
-	                       have_allocs && bytes >= 0 && r->total ? jnum((double)bytes / (double)r->total, 1) : NULL);
+	                       have_allocs && bytes >= 0 && r->total ? jnum((double)bytes / (double)r->total, 1)
+	                                                             : NULL);
 	json_object_object_add(cl, "cpu_s", jnum(r->cpu_s, 6));
 	json_object_object_add(cl, "cpu_us_per_op", r->total ? jnum(r->cpu_s * 1e6 / (double)r->total, 2) : NULL);
 	json_object_object_add(cl, "max_rss_kb", json_object_new_int64(r->max_rss_kb));
@@ -328,7 +331,8 @@ lt_report(const struct lt_opts *o, const struct lt_mix *mix, const struct lt_res
 	else
 		printf("  allocs     not measured: %s\n", json_object_get_string(json_object_object_get(al, "reason")));
 	if (!have_stats)
-		printf("  counters   not compared: %s\n", json_object_get_string(json_object_object_get(srv, "reason")));
+		printf("  counters   not compared: %s\n",
+		       json_object_get_string(json_object_object_get(srv, "reason")));
 	else if (!match)
 		printf("  counters   DIFFER from the server's (another client, or requests without an answer?)\n");
 	else
