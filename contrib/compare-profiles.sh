@@ -158,12 +158,15 @@ PY
 # The literal google-pprof --base difference, where it is meaningful.
 if [ -f "$base/cpu.prof" ] && [ -f "$opt/cpu.prof" ]; then
 	echo
-	if cmp -s "$base/eventodb" "$opt/eventodb"; then
-		echo "  google-pprof --text --base (the same binary; samples of OPT less BASE):"
+	if cmp -s "$base/eventodb" "$opt/eventodb" && grep -qx aslr=off "$base/meta.txt" && grep -qx aslr=off "$opt/meta.txt"
+	then
+		echo "  google-pprof --text --base (one binary at the same addresses; samples of OPT less BASE):"
 		google-pprof --text --base="$base/cpu.prof" "$opt/eventodb" "$opt/cpu.prof" 2>/dev/null | head -n 20 | sed 's/^/    /'
+	elif cmp -s "$base/eventodb" "$opt/eventodb"; then
+		echo "  google-pprof --base: not run, a run had address randomization on (no setarch -R), so the same"
+		echo "  function has different addresses in the two profiles; the table above compares by name."
 	else
-		echo "  google-pprof --base: not run, the two runs used different binaries (it subtracts by address);"
-		echo "  the per-request table above compares by function name instead. Same binary, e.g. another setting:"
-		echo "    google-pprof --text --base=$base/cpu.prof $opt/eventodb $opt/cpu.prof"
+		echo "  google-pprof --base: not run, the two runs used different binaries and it subtracts by address;"
+		echo "  the per-request table above compares by function name instead."
 	fi
 fi

@@ -21,7 +21,8 @@
 #     --method-seconds S  then S seconds of each single-method mix, for
 #                      allocations per request by method (5; 0: none)
 #     --out DIR        instead of profiles/<stamp>
-#     --no-build       profile the binaries as they are
+#     --no-build       profile the binaries as they are ($EVENTODB_BIN and
+#                      $EVENTODB_LOADTEST_BIN if set, else those in src/)
 # compare two directories with contrib/compare-profiles.sh.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,8 +57,8 @@ stamp=$(date -u +%Y%m%d-%H%M%S)
 out=${out:-profiles/$stamp}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-bin=$top/src/eventodb
-lt=$top/src/eventodb-loadtest
+bin=${EVENTODB_BIN:-$top/src/eventodb}
+lt=${EVENTODB_LOADTEST_BIN:-$top/src/eventodb-loadtest}
 skipped=
 say() { echo "$*" | tee -a "$out/summary.txt"; }
 skip() { say "SKIPPED: $*"; skipped="$skipped
@@ -80,7 +81,7 @@ if [ "$build" = yes ]; then
 	[ -f config.status ] && old=$(./config.status --config)
 	need=no
 	for f in $want; do
-		case $old in *"'$f'"*) ;; *) need=yes ;; esac
+		case " $old " in *" $f "* | *" '$f' "*) ;; *) need=yes ;; esac
 	done
 	if [ "$need" = yes ] || [ ! -f config.status ]; then
 		say "reconfiguring this tree for profiling: ./configure $old $want"
@@ -89,14 +90,24 @@ if [ "$build" = yes ]; then
 	fi
 	make -j"$(nproc 2>/dev/null || echo 2)" src/eventodb src/eventodb-loadtest >"$out/build.log" 2>&1 || {
 		tail -n 30 "$out/build.log"; echo "profile-baseline: build failed (see $out/build.log)"; exit 1; }
+	grep -q '^#define HAVE_GPERFTOOLS 1' autoconf.h ||
+		skip "gperftools: not configured in (libprofiler missing?), so no CPU profile"
 fi
 [ -x "$bin" ] && [ -x "$lt" ] || { echo "profile-baseline: $bin or $lt missing: build first (or drop --no-build)"; exit 1; }
 if [ -f config.status ]; then
-	case $(./config.status --config) in *"'--enable-alloc-stats'"*) alloc_build=yes ;; esac
+	case " $(./config.status --config) " in *" --enable-alloc-stats "* | *" '--enable-alloc-stats' "*) alloc_build=yes ;; esac
 fi
-grep -q '^#define HAVE_GPERFTOOLS 1' autoconf.h 2>/dev/null || skip "gperftools: not configured in (libprofiler missing?), so no CPU profile"
-# google-pprof needs the very binary that ran; keep a copy with the profiles
+# The server runs from a copy kept with the profiles: google-pprof needs the
+# very binary that ran, under the path the profile names, long after the tree
+# was rebuilt. Without address randomization (setarch -R) two runs of one
+# binary have the same addresses, so google-pprof --base can subtract them.
 cp "$bin" "$out/eventodb"
+run=
+aslr=on
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+	run="setarch $(uname -m) -R"
+	aslr=off
+fi
 
 # ---- server -----------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -130,10 +141,10 @@ if "$bin" help 2>&1 | grep -q -- --profile-dir; then
 fi
 if [ -n "$db_url" ]; then
 	store=$db_url
-	"$bin" --listen 127.0.0.1 --db-url "$db_url" $srv_args >"$out/server.log" 2>&1 &
+	$run "$out/eventodb" --listen 127.0.0.1 --db-url "$db_url" $srv_args >"$out/server.log" 2>&1 &
 else
 	store="test mode (embedded store)"
-	"$bin" --test-mode $srv_args >"$out/server.log" 2>&1 &
+	$run "$out/eventodb" --test-mode $srv_args >"$out/server.log" 2>&1 &
 fi
 srv=$!
 up=no
@@ -181,6 +192,7 @@ stamp=$stamp
 git=$(git describe --always --dirty 2>/dev/null || echo unknown)
 configure=$( [ -f config.status ] && ./config.status --config || echo unknown)
 alloc_stats_build=$alloc_build
+aslr=$aslr
 store=$store
 workers=$workers
 mix=$mix

@@ -369,6 +369,76 @@ class TestLoadTestCommandLine(harness.TestCase):
         self.assertEqual(os.listdir(tmp), [])
 
 
+class TestProfileScripts(harness.TestCase):
+    """contrib/profile-baseline.sh and contrib/compare-profiles.sh end to end, on the binaries just
+    built: every step the server offers runs, every other one is reported as skipped."""
+
+    def test_baseline_then_compare(self):
+        # what this build's server offers, asked of a server of its own
+        srv = TestModeServer().start()
+        h = {"Authorization": "Bearer " + srv.token}
+        cpu_status = srv.get("/debug/pprof/profile?seconds=1", headers=h, timeout=60).status
+        allocs_status = srv.get("/debug/pprof/allocs", headers=h).status
+        srv.stop()
+        out = os.path.join(tempfile.mkdtemp(prefix="lt-prof-", dir=harness.module_tmp()), "run")
+        env = dict(os.environ, EVENTODB_BIN=harness.BIN, EVENTODB_LOADTEST_BIN=LT_BIN)
+        env.pop("EVENTODB_TOKEN", None)
+        p = subprocess.run(["sh", os.path.join(harness.REPO, "contrib", "profile-baseline.sh"), "--no-build",
+                            "--duration", "4", "--cpu-seconds", "2", "--method-seconds", "1", "--connections", "4",
+                            "--out", out], capture_output=True, text=True, timeout=300, env=env)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for f in ("load-test-results.json", "stats-before.json", "stats-after.json", "meta.txt", "summary.txt",
+                  "eventodb", "server.log"):
+            self.assertTrue(os.path.exists(os.path.join(out, f)), f)
+        with open(os.path.join(out, "load-test-results.json")) as f:
+            res = json.load(f)
+        self.assertEqual(res["errors"], 0)
+        self.assertTrue(res["server_counters"]["match"])
+        with open(os.path.join(out, "summary.txt")) as f:
+            summary = f.read()
+        self.assertEqual(summary, p.stdout)
+        if cpu_status == 200:
+            with open(os.path.join(out, "cpu.txt")) as f:
+                self.assertRegex(f.readline(), r"^Total: \d+ samples")
+            self.assertIn("top functions by CPU", summary)
+            if shutil.which("dot"):
+                with open(os.path.join(out, "cpu.svg")) as f:
+                    self.assertIn("<svg", f.read())
+        else:
+            self.assertIn("SKIPPED: GET /debug/pprof/profile answered %d" % cpu_status, summary)
+            self.assertFalse(os.path.exists(os.path.join(out, "cpu.prof")))
+        if allocs_status == 200:
+            self.assertIsNotNone(res["allocs_per_request"])
+            self.assertIn("allocations per request, by method", summary)
+            self.assertIn("top allocation sites during the load", summary)
+            for m in METHODS:
+                with open(os.path.join(out, "methods", m + ".json")) as f:
+                    mr = json.load(f)
+                self.assertEqual(mr["mix"], m)
+                self.assertIsNotNone(mr["methods"][m]["allocs_per_request"])
+        else:
+            self.assertIn("SKIPPED: GET /debug/pprof/allocs answered %d" % allocs_status, summary)
+            self.assertIsNone(res["allocs_per_request"])
+        self.assertIn("skipped steps:" if (cpu_status != 200 or allocs_status != 200) else "every step ran", summary)
+
+        cmp = os.path.join(harness.REPO, "contrib", "compare-profiles.sh")
+        p = subprocess.run(["sh", cmp, out, out], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"throughput +[\d.]+ -> [\d.]+ +ops/s  \+0\.0 %")
+        self.assertRegex(p.stdout, r"latency p99 +[\d.]+ -> [\d.]+ +ms  \+0\.0 %")
+        if cpu_status == 200:
+            self.assertIn("CPU per request, largest changes", p.stdout)
+            with open(os.path.join(out, "meta.txt")) as f:
+                aslr_off = "aslr=off\n" in f.read()
+            self.assertIn("google-pprof --text --base" if aslr_off else "a run had address randomization on",
+                          p.stdout)
+        p = subprocess.run(["sh", cmp, out], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        p = subprocess.run(["sh", cmp, out, harness.module_tmp()], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("has no load-test-results.json", p.stderr)
+
+
 def tearDownModule():
     harness.cleanup()
 
