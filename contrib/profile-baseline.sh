@@ -250,7 +250,9 @@ cleanup
 # ---- what the profiles show ------------------------------------------------------
 have_dot=no
 command -v dot >/dev/null 2>&1 && have_dot=yes
-if [ -f "$out/cpu.prof" ]; then
+if ! command -v google-pprof >/dev/null 2>&1 && { [ -f "$out/cpu.prof" ] || [ -f "$out/allocs-after.heap" ]; }; then
+	skip "reading the profiles: google-pprof is not installed (apt-get install google-perftools); they are in $out"
+elif [ -f "$out/cpu.prof" ]; then
 	if google-pprof --text --nodecount=1000 "$out/eventodb" "$out/cpu.prof" >"$out/cpu.txt" 2>"$out/cpu.pprof.err"; then
 		say ""
 		say "top functions by CPU (google-pprof --text, every worker, ${cpu_secs}s in the middle of the load):"
@@ -264,7 +266,8 @@ if [ -f "$out/cpu.prof" ]; then
 		skip "google-pprof could not read cpu.prof: $(head -n 3 "$out/cpu.pprof.err")"
 	fi
 fi
-if [ -f "$out/allocs-before.heap" ] && [ -f "$out/allocs-after.heap" ]; then
+if command -v google-pprof >/dev/null 2>&1 && [ -f "$out/allocs-before.heap" ] && [ -f "$out/allocs-after.heap" ]
+then
 	# what the load allocated: the after profile less the before one (same binary, so --base is exact)
 	if google-pprof --text --alloc_objects --nodecount=1000 --base="$out/allocs-before.heap" "$out/eventodb" \
 		"$out/allocs-after.heap" >"$out/allocs.txt" 2>"$out/allocs.pprof.err"; then
@@ -279,7 +282,7 @@ if [ -f "$out/allocs-before.heap" ] && [ -f "$out/allocs-after.heap" ]; then
 elif [ -f "$out/allocs-before.json" ] && [ -f "$out/allocs-after.json" ]; then
 	say ""
 	say "top allocation sites during the load (from /debug/pprof/allocs):"
-	python3 - "$out/allocs-before.json" "$out/allocs-after.json" <<'PY' | tee "$out/allocs.txt" | head -n 21 | tee -a "$out/summary.txt"
+	python3 - "$out/allocs-before.json" "$out/allocs-after.json" <<'PY' | tee "$out/allocs-sites.txt" | head -n 21 | tee -a "$out/summary.txt"
 import json, sys
 def sites(p):
     return {(s.get("object"), s.get("function"), s.get("offset")): s for s in json.load(open(p)).get("sites", [])}
