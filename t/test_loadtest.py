@@ -144,6 +144,10 @@ class LoadTestCases:
             self.assertTrue(a["available"], a)
             self.assertIsNotNone(res["allocs_per_request"])
             self.assertGreaterEqual(res["allocs_per_request"], 0)
+            self.assertAlmostEqual(res["allocs_per_request"], a["allocs"] / res["total_ops"], delta=0.006)
+            # per worker: every worker, and together the run plus one snapshot's own allocations
+            self.assertEqual([w["worker"] for w in a["per_worker"]], [1, 2])
+            self.assertEqual(sum(w["allocs"] for w in a["per_worker"]), a["allocs"] + a["snapshot_allocs"])
             for name in METHODS:
                 per = res["methods"][name]["allocs_per_request"]
                 if single and res["methods"][name]["count"] > 0:

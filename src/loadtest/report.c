@@ -120,6 +120,46 @@ allocs_of(const char *body, int64_t *count, int64_t *bytes)
 	return ok;
 }
 
+/* Each worker's allocations over the run (the after snapshot less the one
+ * just before the run, snapshot costs included), matched by worker number;
+ * a worker whose pid changed was restarted and its count began again. */
+static json_object *
+per_worker(const char *before, const char *after)
+{
+	json_object *b = json_tokener_parse(before), *a = json_tokener_parse(after), *out = json_object_new_array();
+	json_object *wb, *wa;
+
+	if (b == NULL || a == NULL || !json_object_object_get_ex(b, "workers", &wb) ||
+	    !json_object_object_get_ex(a, "workers", &wa) || !json_object_is_type(wb, json_type_array) ||
+	    !json_object_is_type(wa, json_type_array))
+		goto out;
+	for (size_t i = 0; i < json_object_array_length(wa); i++) {
+		json_object *x = json_object_array_get_idx(wa, i), *o;
+		int64_t n, pid, allocs, bytes, n2, pid2, allocs2, bytes2;
+		bool found = false;
+
+		if (!get_i64(x, "worker", &n) || !get_i64(x, "pid", &pid) || !get_i64(x, "allocs", &allocs) ||
+		    !get_i64(x, "bytes", &bytes))
+			continue;
+		for (size_t j = 0; j < json_object_array_length(wb) && !found; j++) {
+			json_object *y = json_object_array_get_idx(wb, j);
+
+			found = get_i64(y, "worker", &n2) && n2 == n && get_i64(y, "pid", &pid2) && pid2 == pid &&
+			        get_i64(y, "allocs", &allocs2) && get_i64(y, "bytes", &bytes2);
+		}
+		o = json_object_new_object();
+		json_object_object_add(o, "worker", json_object_new_int64(n));
+		json_object_object_add(o, "allocs", found ? json_object_new_int64(allocs - allocs2) : NULL);
+		json_object_object_add(o, "bytes", found ? json_object_new_int64(bytes - bytes2) : NULL);
+		json_object_object_add(o, "restarted", json_object_new_boolean(!found));
+		json_object_array_add(out, o);
+	}
+out:
+	json_object_put(b);
+	json_object_put(a);
+	return out;
+}
+
 /* ---- JSON helpers --------------------------------------------------------------------- */
 
 static json_object *
@@ -249,6 +289,7 @@ lt_report(const struct lt_opts *o, const struct lt_mix *mix, const struct lt_res
 		json_object_object_add(al, "allocs", json_object_new_int64(allocs));
 		json_object_object_add(al, "bytes", bytes >= 0 ? json_object_new_int64(bytes) : NULL);
 		json_object_object_add(al, "snapshot_allocs", json_object_new_int64(ai - ab));
+		json_object_object_add(al, "per_worker", per_worker(s->allocs_idle.body, s->allocs_after.body));
 	}
 
 	/* methods */
