@@ -10,7 +10,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	build-essential autoconf automake pkg-config \
 	libevent-dev libpq-dev libjson-c-dev libssl-dev libsqlite3-dev zlib1g-dev check \
-	libsystemd-dev libgoogle-perftools-dev libhttp-parser-dev \
+	libsystemd-dev libgoogle-perftools-dev libhttp-parser-dev google-perftools \
 	groff-base man-db \
 	debhelper dpkg-dev lintian \
 	postgresql postgresql-contrib python3 ca-certificates curl \

@@ -269,7 +269,8 @@ class TestDocsAndInstall(harness.TestCase):
             rel["sysconfdir"] + "/init.d/eventodb", rel["sysconfdir"] + "/logrotate.d/eventodb",
             rel["systemdsystemunitdir"] + "/eventodb.service", rel["sbindir"] + "/eventodb",
             rel["mandir"] + "/man5/eventodb.conf.5", rel["mandir"] + "/man8/eventodb.8",
-            rel["docdir"] + "/README.md", rel["docdir"] + "/protocol.md", rel["docdir"] + "/operations.md"]))
+            rel["docdir"] + "/README.md", rel["docdir"] + "/protocol.md", rel["docdir"] + "/operations.md",
+            rel["bindir"] + "/eventodb-loadtest", rel["mandir"] + "/man1/eventodb-loadtest.1"]))
         unit = open(os.path.join(dest, rel["systemdsystemunitdir"], "eventodb.service")).read()
         self.assertIn("ExecStart=%s/eventodb --config %s/eventodb/eventodb.conf" % (dirs["sbindir"], dirs["sysconfdir"]),
                       unit)
