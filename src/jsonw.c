@@ -130,6 +130,68 @@ jw_raw(struct evbuffer *b, const char *s, size_t len)
 	evbuffer_add(b, s, len);
 }
 
+/* JSON's four whitespace bytes; everything else outside a string is kept. */
+static const unsigned char is_blank[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
+
+size_t
+jw_compact_to(const char *str, size_t len, char *out)
+{
+	const char *s = str, *end = str + len;
+	size_t o = 0;
+
+	while (s < end) {
+		unsigned char c = (unsigned char)*s++;
+		const char *q, *bs;
+		size_t n;
+
+		if (is_blank[c])
+			continue;
+		out[o++] = (char)c;
+		if (c != '"')
+			continue;
+		/* A string, copied in runs up to its closing quote: a quote
+		 * after a backslash is escaped (the backslash takes the next
+		 * byte with it) and does not end it. The candidate quote is
+		 * searched again only once an escape has passed it, so the
+		 * copy stays linear. memmove: out may be str. */
+		q = NULL;
+		while (s < end) {
+			const char *stop;
+
+			if (q == NULL || q < s) {
+				q = memchr(s, '"', (size_t)(end - s));
+				if (q == NULL)
+					q = end; /* unterminated: the rest */
+			}
+			stop = q < end ? q + 1 : end;
+			bs = memchr(s, '\\', (size_t)(stop - s));
+			n = (size_t)((bs == NULL ? stop : bs + 2 < end ? bs + 2 : end) - s);
+			memmove(out + o, s, n);
+			o += n;
+			s += n;
+			if (bs == NULL)
+				break;
+		}
+	}
+	return o;
+}
+
+void
+jw_compact(struct evbuffer *b, const char *s, size_t len)
+{
+	struct evbuffer_iovec v;
+
+	if (len == 0)
+		return;
+	/* one contiguous reservation of the worst case (nothing removed); the
+	 * commit gives back what the copy did not use. It fails only when
+	 * malloc does, as evbuffer_add would. */
+	if (evbuffer_reserve_space(b, (ev_ssize_t)len, &v, 1) != 1)
+		return;
+	v.iov_len = jw_compact_to(s, len, v.iov_base);
+	evbuffer_commit_space(b, &v, 1);
+}
+
 void
 jw_key(struct evbuffer *b, const char *key)
 {

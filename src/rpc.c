@@ -254,13 +254,17 @@ rpc_write_message(struct evbuffer *b, const struct store_msg *m, bool with_strea
 	jw_lit(b, ",");
 	jw_i64(b, m->global_position);
 	jw_lit(b, ",");
+	/* compact from every store (SPEC D21); keys stay in the order the
+	 * store keeps them: PostgreSQL's jsonb its own normalized order (keys
+	 * of fewer bytes first, then byte-wise; the last of duplicate keys
+	 * wins), the embedded store the order the client sent */
 	if (m->data != NULL)
-		jw_raw(b, m->data, strlen(m->data));
+		jw_compact(b, m->data, strlen(m->data));
 	else
 		jw_lit(b, "null");
 	jw_lit(b, ",");
 	if (m->metadata != NULL)
-		jw_raw(b, m->metadata, strlen(m->metadata));
+		jw_compact(b, m->metadata, strlen(m->metadata));
 	else
 		jw_lit(b, "null");
 	jw_lit(b, ",");

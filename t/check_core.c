@@ -60,6 +60,66 @@ START_TEST(test_jw_escape_matches_str)
 }
 END_TEST
 
+/* jsonb's text form in, the compact form out; strings untouched. */
+START_TEST(test_jw_compact)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"{\"a\": 1, \"b\": [1, 2, {\"c\": null}], \"d\": {}}", "{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":{}}"},
+	    {" \t\r\n[ true ,false ]\n", "[true,false]"},
+	    {"{\"k y\": \"a , b : c\"}", "{\"k y\":\"a , b : c\"}"},
+	    /* an escaped quote does not end the string; an escaped backslash
+	     * before a real quote does not escape it */
+	    {"{\"q\": \"say \\\"hi , \\\" x\", \"b\": \"c:\\\\\", \"e\": 1}",
+	     "{\"q\":\"say \\\"hi , \\\" x\",\"b\":\"c:\\\\\",\"e\":1}"},
+	    {"{\"u\": \"\xe4\xb8\x96 \\u2028 \xf0\x9f\x8c\x8d\"}", "{\"u\":\"\xe4\xb8\x96 \\u2028 \xf0\x9f\x8c\x8d\"}"},
+	    {"[1.50, -0, 1e+21, 123456789012345678901234567890]", "[1.50,-0,1e+21,123456789012345678901234567890]"},
+	    {"\"\\\\\\\\  \\\"  \"", "\"\\\\\\\\  \\\"  \""},
+	    {"{\"a\":1}", "{\"a\":1}"},
+	    {"", ""},
+	};
+	struct evbuffer *b = evbuffer_new();
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char copy[256], *s;
+		size_t n;
+
+		jw_compact(b, cases[i].in, strlen(cases[i].in));
+		s = drain_str(b);
+		ck_assert_msg(strcmp(s, cases[i].out) == 0, "case %zu: got %s", i, s);
+		free(s);
+		/* in place */
+		snprintf(copy, sizeof(copy), "%s", cases[i].in);
+		n = jw_compact_to(copy, strlen(copy), copy);
+		copy[n] = '\0';
+		ck_assert_str_eq(copy, cases[i].out);
+	}
+	/* a long string full of escapes copies every byte (and stays linear) */
+	{
+		size_t n = 200000, len;
+		char *in = malloc(n * 2 + 8), *s;
+
+		in[0] = '"';
+		for (size_t i = 0; i < n; i++) {
+			in[1 + 2 * i] = '\\';
+			in[2 + 2 * i] = i % 2 ? '"' : 'n';
+		}
+		len = 1 + 2 * n;
+		memcpy(in + len, "\" ,1", 4);
+		len += 4;
+		jw_compact(b, in, len);
+		s = drain_str(b);
+		ck_assert_uint_eq(strlen(s), len - 1);
+		ck_assert(memcmp(s, in, len - 3) == 0);
+		ck_assert_str_eq(s + len - 4, "\",1");
+		free(s);
+		free(in);
+	}
+	evbuffer_free(b);
+}
+END_TEST
+
 START_TEST(test_jw_ints_and_time)
 {
 	struct evbuffer *b = evbuffer_new();
@@ -302,6 +362,7 @@ core_suite(void)
 	tc = tcase_create("jsonw");
 	tcase_add_test(tc, test_jw_escaping);
 	tcase_add_test(tc, test_jw_escape_matches_str);
+	tcase_add_test(tc, test_jw_compact);
 	tcase_add_test(tc, test_jw_ints_and_time);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("config");
