@@ -190,7 +190,7 @@ auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_c
 	ac->req.id = ac->ns;
 	ac->req.token_hash = ac->hash;
 	ac->req.description = "Auto-created in test mode";
-	ac->req.created_at = now_unix_us() / 1000000;
+	ac->req.created_at_us = now_unix_us();
 	if (w->store->ops->ns_create(w->store, &ac->req, autocreate_done, ac) != 0) {
 		free(ac);
 		return -1;

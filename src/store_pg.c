@@ -451,6 +451,10 @@ on_queue_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- statements -------------------------------------------------------------- */
 
+/* Creation time in microseconds (registry migration 003; a row an older
+ * server wrote has only whole seconds). */
+#define NS_CREATED_US "COALESCE(created_at_us, created_at * 1000000)"
+
 #define MSG_COLS                                                                                                       \
 	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, "                     \
 	"(extract(epoch FROM \"time\") * 1000000)::int8"
@@ -559,13 +563,13 @@ stmt_build(int variant, const char *s, int *nparams)
 	case V_NS_LIST:
 		*nparams = 0;
 		n = snprintf(buf, sizeof(buf),
-		             "SELECT id, description, created_at, eventodb_store.message_count(schema_name)"
-		             " FROM eventodb_store.namespaces ORDER BY created_at DESC, id");
+		             "SELECT id, description, " NS_CREATED_US ", eventodb_store.message_count(schema_name)"
+		             " FROM eventodb_store.namespaces ORDER BY 3 DESC, id");
 		break;
 	case V_NS_INFO:
 		*nparams = 1;
 		n = snprintf(buf, sizeof(buf),
-		             "SELECT n.id, n.description, n.created_at, s.message_count, s.stream_count,"
+		             "SELECT n.id, n.description, " NS_CREATED_US ", s.message_count, s.stream_count,"
 		             " s.last_activity_us FROM eventodb_store.namespaces n"
 		             " CROSS JOIN LATERAL eventodb_store.namespace_stats(n.schema_name) s WHERE n.id = $1");
 		break;
@@ -760,9 +764,10 @@ ns_create_sql(struct pg_conn *c, struct pg_op *op)
 	sql = malloc(len);
 	if (sql != NULL)
 		snprintf(sql, len,
-		         "INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
-		         " VALUES (%s, %s, %s, %s, %s);\n%s",
-		         lit[0], lit[1], lit[2], lit[3], op->values[3], ddl);
+		         "INSERT INTO eventodb_store.namespaces"
+		         " (id, token_hash, schema_name, description, created_at, created_at_us)"
+		         " VALUES (%s, %s, %s, %s, %s / 1000000, %s);\n%s",
+		         lit[0], lit[1], lit[2], lit[3], op->values[3], op->values[3], ddl);
 out:
 	for (int i = 0; i < 4; i++)
 		PQfreemem(lit[i]);
@@ -1270,7 +1275,7 @@ reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_re
 			memset(&ns[i], 0, sizeof(ns[i]));
 			ns[i].id = PQgetvalue(r, i, 0);
 			ns[i].description = PQgetvalue(r, i, 1); /* "" for NULL */
-			ns[i].created_at = val_i64(r, i, 2);
+			ns[i].created_at_us = val_i64(r, i, 2);
 			ns[i].message_count = val_i64(r, i, 3);
 			if (op->kind == OP_NS_INFO) {
 				ns[i].stream_count = val_i64(r, i, 4);
@@ -1596,7 +1601,7 @@ pg_ns_create(struct store *s, const struct store_ns_create_req *q, store_cb cb, 
 	char created[24];
 	const char *v[4] = {q->id, q->token_hash, q->description, created};
 
-	snprintf(created, sizeof(created), "%" PRId64, q->created_at);
+	snprintf(created, sizeof(created), "%" PRId64, q->created_at_us);
 	return submit(pg_of(s), OP_NS_CREATE, "", -1, 4, v, cb, arg);
 }
 

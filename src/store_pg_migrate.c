@@ -11,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 
+#include "evlib.h"
 #include "log.h"
 #include "store.h"
 #include "store_pg.h"
@@ -511,7 +511,7 @@ store_pg_ensure_namespace(const char *url, const char *id, const char *token_has
 		seterr(err, errlen, "creating namespace '%s': out of memory", id);
 		goto unlock;
 	}
-	snprintf(now, sizeof(now), "%" PRId64, (int64_t)time(NULL));
+	snprintf(now, sizeof(now), "%" PRId64, now_unix_us());
 	vals[1] = token_hash;
 	vals[2] = schema;
 	vals[3] = description;
@@ -520,8 +520,9 @@ store_pg_ensure_namespace(const char *url, const char *id, const char *token_has
 	if (exec_ok(conn, "BEGIN", "creating the namespace", err, errlen) < 0)
 		goto unlock;
 	res = exec_params(conn,
-	                  "INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
-	                  " VALUES ($1, $2, $3, $4, $5)",
+	                  "INSERT INTO eventodb_store.namespaces"
+	                  " (id, token_hash, schema_name, description, created_at, created_at_us)"
+	                  " VALUES ($1, $2, $3, $4, $5::bigint / 1000000, $5::bigint)",
 	                  5, vals, "registering the namespace", err, errlen);
 	if (res == NULL)
 		goto rollback;

@@ -52,6 +52,12 @@ static const struct sq_migration sq_registry_migrations[] = {
      " description TEXT,"
      " created_at INTEGER,"
      " metadata TEXT DEFAULT '{}');"},
+    /* creation time with microseconds (SPEC D12), as PostgreSQL's registry
+     * migration 003: created_at keeps whole seconds, readers take
+     * SQ_NS_CREATED_US; an existing file gets its rows' values here */
+    {2, "002_namespace_created_us.sql",
+     "ALTER TABLE namespaces ADD COLUMN created_at_us INTEGER;"
+     "UPDATE namespaces SET created_at_us = created_at * 1000000 WHERE created_at_us IS NULL;"},
     {0, NULL, NULL},
 };
 
@@ -521,15 +527,15 @@ sq_ns_register(sqlite3 *reg, const char *dir, const struct store_ns_create_req *
 	if (rc != SQLITE_OK)
 		return busy_or_error(rc);
 	rc = sqlite3_prepare_v2(reg,
-	                        "INSERT INTO namespaces (id, token_hash, db_path, description, created_at, metadata)"
-	                        " VALUES (?1, ?2, ?3, ?4, ?5, '{}')",
+	                        "INSERT INTO namespaces (id, token_hash, db_path, description, created_at,"
+	                        " created_at_us, metadata) VALUES (?1, ?2, ?3, ?4, ?5 / 1000000, ?5, '{}')",
 	                        -1, &ins, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_text(ins, 1, q->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(ins, 2, q->token_hash, -1, SQLITE_STATIC);
 		sqlite3_bind_text(ins, 3, file, -1, SQLITE_STATIC);
 		sqlite3_bind_text(ins, 4, q->description != NULL ? q->description : "", -1, SQLITE_STATIC);
-		sqlite3_bind_int64(ins, 5, q->created_at);
+		sqlite3_bind_int64(ins, 5, q->created_at_us);
 		rc = sqlite3_step(ins);
 	}
 	if (rc != SQLITE_DONE) {
@@ -808,7 +814,7 @@ sq_ensure_namespace(const struct store_cfg *c, const char *id, const char *token
 	q.id = id;
 	q.token_hash = token_hash;
 	q.description = description;
-	q.created_at = (int64_t)time(NULL);
+	q.created_at_us = now_unix_us();
 	/* a second round covers another server registering it meanwhile */
 	for (int round = 0; round < 2; round++) {
 		enum store_status st;
