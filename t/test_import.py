@@ -631,11 +631,13 @@ class TestCommands(Base):
         first = json.loads(lines[0])
         self.assertEqual(list(first), ["id", "stream", "type", "pos", "gpos", "data", "meta", "time"])
         self.assertEqual(first["meta"], None)
-        self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        # D22: the stored precision, microseconds with trailing zeros trimmed
+        self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,5}[1-9])?Z$")
+        self.assertEqual(first["time"], SRV.call("stream.get", "fmt-1", token=tok)[0][6])
         self.assertIn('"data":{"a":{"c":[1,"\\u003c"],"d":1},"b":2}', lines[0])
         self.assertEqual(lines[1], '{"id":"0190a4e0-0000-7000-8000-000000000001","stream":"fmt-2","type":"T",'
                                    '"pos":0,"gpos":77,"data":{"n":77},"meta":{"y":null,"z":1},'
-                                   '"time":"2024-05-06T07:08:09Z"}')
+                                   '"time":"2024-05-06T07:08:09.987654Z"}')
 
     def test_round_trip_identical(self):
         _, tok_a = self.ns()
@@ -658,6 +660,31 @@ class TestCommands(Base):
         # writes continue after the highest imported position
         top = max(json.loads(l)["gpos"] for l in self.read(one).splitlines())
         self.assertEqual(SRV.write("acct-9", token=tok_c)["globalPosition"], top + 1)
+
+    def test_round_trip_keeps_time_fraction(self):
+        """D22: export -> import -> export keeps every time exactly; whole-second files still import."""
+        _, tok_a = self.ns()
+        times = ["2024-05-06T07:08:09.987654Z", "2024-05-06T07:08:09.5Z", "2024-05-06T07:08:10.000001Z",
+                 "2024-05-06T07:08:11Z", "1999-12-31T23:59:59.999999Z"]
+        do_import(SRV, ndjson([rec(i + 1, pos=i, time_=t) for i, t in enumerate(times)]), tok_a)
+        SRV.write("live-1", data={"now": True}, token=tok_a)  # a time the server took itself
+        stored = [m[7] for m in category(SRV, tok_a, "")]
+        self.assertEqual(stored[:5], times)
+        one, two = self.tmp("frac1"), self.tmp("frac2")
+        self.export(SRV, tok_a, one)
+        self.assertEqual([json.loads(l)["time"] for l in self.read(one).splitlines()], stored)
+        _, tok_b = self.ns()
+        self.import_(SRV, tok_b, one)
+        self.assertEqual([m[7] for m in category(SRV, tok_b, "")], stored)
+        self.export(SRV, tok_b, two)
+        self.assertEqual(self.read(one), self.read(two))
+        # a file of the reference server's kind, whole seconds
+        old = self.tmp("whole")
+        with open(old, "wb") as f:
+            f.write(ndjson([rec(1, pos=0, time_="2025-01-15T10:00:00Z"), rec(2, pos=1, time_="2025-01-15T10:00:01Z")]))
+        _, tok_c = self.ns()
+        self.import_(SRV, tok_c, old)
+        self.assertEqual([m[7] for m in category(SRV, tok_c, "")], ["2025-01-15T10:00:00Z", "2025-01-15T10:00:01Z"])
 
     def test_cross_store_migration(self):
         """This store -> the other store -> this store, byte-identical exports all the way."""
