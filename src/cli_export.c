@@ -206,7 +206,7 @@ fetch(struct exporter *x, const char *category, int64_t position, json_object **
 		x->connected = false;
 	}
 	if (r.status != 200) {
-		snprintf(x->err, sizeof(x->err), "failed to fetch messages: HTTP %d: %.*s", r.status,
+		utf8_snprintf(x->err, sizeof(x->err), "failed to fetch messages: HTTP %d: %.*s", r.status,
 		         (int)evbuffer_get_length(body), (const char *)evbuffer_pullup(body, -1));
 		goto out;
 	}

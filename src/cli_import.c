@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "cli.h"
+#include "evlib.h"
 
 #define IMPORT_CHUNK (64 * 1024)
 
@@ -216,7 +217,7 @@ read_events(struct cli_conn *c, char *err, size_t errlen)
 	if (r.status != 200) {
 		while ((n = cli_read_body(c, &r, &b, buf, err, errlen)) > 0 && evbuffer_get_length(buf) < 65536)
 			;
-		snprintf(err, errlen, "server error (HTTP %d): %.*s", r.status, (int)evbuffer_get_length(buf),
+		utf8_snprintf(err, errlen, "server error (HTTP %d): %.*s", r.status, (int)evbuffer_get_length(buf),
 		         (const char *)evbuffer_pullup(buf, -1));
 		goto out;
 	}

@@ -268,8 +268,8 @@ fail(struct import *imp, const char *code, int64_t line, const char *fmt, ...)
 	imp->err = true;
 	imp->err_code = code;
 	imp->err_line = line;
-	va_start(ap, fmt);
-	vsnprintf(imp->err_msg, sizeof(imp->err_msg), fmt, ap);
+	va_start(ap, fmt); /* cut on a character boundary: client text */
+	utf8_vsnprintf(imp->err_msg, sizeof(imp->err_msg), fmt, ap);
 	va_end(ap);
 }
 
@@ -482,7 +482,7 @@ take_line(struct import *imp, const char *p, size_t n)
 #define BAD(...)                                                                                                       \
 	do {                                                                                                           \
 		char why_[256];                                                                                        \
-		snprintf(why_, sizeof(why_), __VA_ARGS__);                                                             \
+		utf8_snprintf(why_, sizeof(why_), __VA_ARGS__);                                                        \
 		fail(imp, "INVALID_RECORD", L, "invalid record at line %lld: %s", (long long)L, why_);                 \
 		goto out;                                                                                              \
 	} while (0)
@@ -512,7 +512,8 @@ take_line(struct import *imp, const char *p, size_t n)
 	tstr = json_object_get_string(o);
 	tslen = (size_t)json_object_get_string_len(o);
 	if (rfc3339_parse(tstr, tslen, false, &t_us) != 0)
-		BAD("invalid time format: parsing time \"%.64s\" as RFC 3339 failed", tstr);
+		BAD("invalid time format: parsing time \"%.*s\" as RFC 3339 failed", (int)utf8_prefix(tstr, tslen, 64),
+		    tstr);
 #undef BAD
 	if ((b = batch_cur(imp)) == NULL)
 		goto oom;

@@ -100,8 +100,10 @@ rpc_failf(struct rpc_ctx *c, const char *code, const char *fmt, ...)
 	char msg[2048];
 	va_list ap;
 
+	/* the text may hold client strings of any length: a cut keeps it
+	 * valid UTF-8, so the JSON error body stays valid */
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	utf8_vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	rpc_fail(c, code, msg, NULL);
 }

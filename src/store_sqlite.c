@@ -656,7 +656,7 @@ migrate_namespace(const char *dir, const char *id, int *applied, char *err, size
 	int rc;
 
 	if (sq_ns_path(dir, id, path, sizeof(path)) < 0) {
-		log_warn("namespace registry: skipping unusable namespace id '%.80s'", id);
+		log_warn("namespace registry: skipping unusable namespace id '%.*s'", (int)utf8_prefix(id, strlen(id), 80), id);
 		return 0;
 	}
 	if (lstat(path, &sb) != 0 && errno == ENOENT) {
@@ -756,7 +756,8 @@ sq_load_namespaces(const struct store_cfg *c, void (*fn)(const struct ns_seed *,
 		memset(&seed, 0, sizeof(seed));
 		if (id == NULL || hash == NULL || strlen(id) >= sizeof(seed.id) ||
 		    strlen(hash) != sizeof(seed.token_hash) - 1) {
-			log_warn("namespace registry: skipping malformed row '%.80s'", id != NULL ? id : "");
+			log_warn("namespace registry: skipping malformed row '%.*s'",
+			         id != NULL ? (int)utf8_prefix(id, strlen(id), 80) : 0, id != NULL ? id : "");
 			continue;
 		}
 		memcpy(seed.id, id, strlen(id) + 1);

@@ -321,6 +321,21 @@ class TestImport(Base):
         # nothing of the partial batch before a bad line was stored
         self.assertEqual(category(SRV, tok, "acct"), [])
 
+    def test_bad_time_message_cut_on_a_character_boundary(self):
+        """The bad time is quoted up to 64 bytes; the cut never splits a UTF-8 character, so the error
+        event is valid UTF-8 and valid JSON (parse_events decodes strictly)."""
+        _, tok = self.ns()
+        for pad in ("", "a", "ab", "abc"):
+            with self.subTest(pad=pad):
+                bad = pad + "\U0001f30d" * 40
+                r = rec(1, time_=bad)
+                resp, ev = do_import(SRV, ndjson([r]), tok)
+                self.assertEqual(resp.status, 200)
+                quoted = bad.encode()[:64].decode("utf-8", "ignore")
+                self.assertErrorEvent(ev, "INVALID_RECORD", line=1, message='invalid record at line 1: invalid time '
+                                      'format: parsing time "%s" as RFC 3339 failed' % quoted)
+                self.assertGreater(len(quoted.encode()), 60)
+
     def test_line_over_1mib_is_read_error(self):
         _, tok = self.ns()
         big = json.dumps(rec(2, data={"pad": "x" * (1024 * 1024)})).encode()
