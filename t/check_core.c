@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "config.h"
 #include "jsonw.h"
+#include "log.h"
 #include "pool.h"
 #include "rpc.h"
 #include "shm.h"
@@ -353,6 +354,81 @@ START_TEST(test_shm_ns_table)
 }
 END_TEST
 
+/* The lines log_msg writes to a file, for format (console or json). */
+static char *
+log_lines(const char *format, const char *msg)
+{
+	char path[] = "/tmp/check_core_log_XXXXXX", err[256], *buf;
+	int fd = mkstemp(path);
+	FILE *f;
+	long n;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	log_setup("info", format);
+	ck_assert_int_eq(log_open(path, 0, err, sizeof(err)), 0);
+	log_msg(LVL_INFO, "%s", msg);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	buf = calloc(1, 65536);
+	n = (long)fread(buf, 1, 65535, f);
+	ck_assert_int_gt(n, 0);
+	fclose(f);
+	unlink(path);
+	return buf;
+}
+
+/* Client text cannot forge a line: control characters are escaped in every
+ * format; the time has a fixed width. */
+START_TEST(test_log_escaping)
+{
+	const char *msg = "parsing time \"\n2026-01-01 [1] ERROR forged\r\t\x1b[31m\x7f\" \\ \xc3\xa9 \xff end";
+	char *out = log_lines("console", msg), *nl = strchr(out, '\n');
+	json_object *o, *m;
+
+	/* 2026-01-02T03:04:05.678Z [pid] INFO message */
+	ck_assert_ptr_nonnull(nl);
+	ck_assert(nl[1] == '\0'); /* one line */
+	ck_assert(out[4] == '-' && out[10] == 'T' && out[19] == '.' && out[23] == 'Z' && out[24] == ' ');
+	ck_assert_str_eq(strstr(out, "] INFO "), "] INFO parsing time \"\\n2026-01-01 [1] ERROR forged\\r\\t\\x1b[31m\\x7f\" "
+	                                         "\\\\ \xc3\xa9 \\xff end\n");
+	free(out);
+	out = log_lines("json", msg);
+	nl = strchr(out, '\n');
+	ck_assert(nl != NULL && nl[1] == '\0');
+	o = json_tokener_parse(out);
+	ck_assert_ptr_nonnull(o);
+	ck_assert(json_object_object_get_ex(o, "message", &m));
+	ck_assert_str_eq(json_object_get_string(m),
+	                 "parsing time \"\n2026-01-01 [1] ERROR forged\r\t\x1b[31m\x7f\" \\ \xc3\xa9 \xef\xbf\xbd end");
+	ck_assert(json_object_object_get_ex(o, "time", &m));
+	ck_assert_int_eq(json_object_get_string_len(m), 24);
+	json_object_put(o);
+	free(out);
+}
+END_TEST
+
+/* A message longer than a line is cut, still one line, still JSON. */
+START_TEST(test_log_long_message)
+{
+	char msg[5000];
+	char *out;
+	json_object *o;
+
+	for (size_t i = 0; i + 2 < sizeof(msg); i += 2)
+		memcpy(msg + i, "\xc3\xa9", 2);
+	msg[sizeof(msg) - 2] = '\0';
+	msg[100] = '\n';
+	out = log_lines("json", msg);
+	ck_assert(strlen(out) <= 4096);
+	ck_assert(strchr(out, '\n') == out + strlen(out) - 1);
+	o = json_tokener_parse(out);
+	ck_assert_ptr_nonnull(o);
+	json_object_put(o);
+	free(out);
+}
+END_TEST
+
 static Suite *
 core_suite(void)
 {
@@ -380,6 +456,10 @@ core_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("shm");
 	tcase_add_test(tc, test_shm_ns_table);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("log");
+	tcase_add_test(tc, test_log_escaping);
+	tcase_add_test(tc, test_log_long_message);
 	suite_add_tcase(s, tc);
 	return s;
 }

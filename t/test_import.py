@@ -577,6 +577,36 @@ class TestImport(Base):
             srv.stop()
 
 
+class TestLogForging(Base):
+    """Issue 9: an import record's time is quoted in the error, and the error is logged; a newline in
+    it must not start a log line of its own, in either log format."""
+
+    FORGED = "\n2026-01-01 [1] ERROR forged"
+
+    def test_record_time_cannot_forge_a_log_line(self):
+        for fmt in ("console", "json"):
+            with self.subTest(format=fmt):
+                srv = harness.Server(name="forge-" + fmt, workers=1, extra=["--log-format", fmt]).start()
+                try:
+                    _, tok = srv.create_namespace()
+                    r, ev = do_import(srv, ndjson([rec(1, time_=self.FORGED)]), tok)
+                    self.assertErrorEvent(ev, "INVALID_RECORD", line=1)
+                    self.assertIn(self.FORGED, ev[-1]["message"])
+                    self.assertTrue(harness.wait_until(lambda: "import failed" in srv.output(), 5), srv.output())
+                finally:
+                    srv.stop()
+                lines = srv.output().splitlines()
+                self.assertFalse([l for l in lines if "forged" in l and "import failed" not in l], lines)
+                failed = [l for l in lines if "import failed" in l]
+                self.assertEqual(len(failed), 1, lines)
+                if fmt == "json":
+                    for l in lines:
+                        json.loads(l)  # every line is one JSON object
+                    self.assertIn('parsing time "%s"' % self.FORGED, json.loads(failed[0])["message"])
+                else:
+                    self.assertIn('parsing time "\\n2026-01-01 [1] ERROR forged"', failed[0])
+
+
 # ---------------------------------------------------------------------------
 # eventodb export / eventodb import
 # ---------------------------------------------------------------------------
