@@ -123,9 +123,9 @@ static int
 ensure_default(struct config *cfg)
 {
 	char token[TOKEN_MAXLEN + 1], hash[65], stored[65] = "", err[512], ns[TOKEN_NS_MAX + 1];
-	bool created = false;
+	bool created = false, given = cfg->token != NULL && cfg->token[0] != '\0';
 
-	if (cfg->token != NULL && cfg->token[0] != '\0') {
+	if (given) {
 		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
 			log_error("--token: %s", err);
 			return -1;
@@ -144,21 +144,27 @@ ensure_default(struct config *cfg)
 		log_error("cannot set up the default namespace: %s", err);
 		return -1;
 	}
-	if (created) {
+	if (created && !given) {
+		/* the one time a token is printed: the server made it, and
+		 * nobody else knows it */
 		printf("═══════════════════════════════════════════════════════════════════════════\n"
 		       "DEFAULT NAMESPACE TOKEN:\n%s\n"
 		       "═══════════════════════════════════════════════════════════════════════════\n",
 		       token);
 		fflush(stdout);
 		log_info("default namespace created; its token is printed above, once");
-	} else if (cfg->token == NULL || cfg->token[0] == '\0') {
-		log_info("Default namespace already exists; its token is not shown (pass --token to check it)");
+	} else if (created) {
+		/* the operator knows it; printing it would only put the secret
+		 * into the journal */
+		log_info("default namespace created with the token given by --token");
+	} else if (!given) {
+		log_info("default namespace already exists; its token is not shown (pass --token to check it)");
 	} else if (!digest_equal(stored, hash, 64)) {
 		log_error("the --token given does not match the stored token of the default namespace; "
 		          "refusing to start (use the original token)");
 		return -1;
 	} else {
-		log_info("Default namespace already exists; --token matches");
+		log_info("default namespace already exists; --token matches");
 	}
 	return 0;
 }
