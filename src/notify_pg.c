@@ -42,6 +42,7 @@
 #include "ring.h"
 #include "shm.h"
 #include "sse.h"
+#include "store_pg.h"
 #include "worker.h"
 
 #define NOTIFY_CHANNEL "eventodb"
@@ -94,7 +95,14 @@ static void
 drop(struct notify_pg *n, const char *why)
 {
 	if (n->pg != NULL) {
-		log_warn("write listener: %s; reconnecting in %d ms", why, n->backoff_ms);
+		char line[1024];
+
+		/* libpq's text as one line; a failed connect says where to */
+		if (n->state == N_CONNECTING && why == PQerrorMessage(n->pg))
+			store_pg_connect_error(n->pg, line, sizeof(line));
+		else
+			store_pg_one_line(why, line, sizeof(line));
+		log_warn("write listener: %s; reconnecting in %d ms", line, n->backoff_ms);
 		PQfinish(n->pg);
 		n->pg = NULL;
 	}
@@ -353,9 +361,12 @@ connect_start(struct notify_pg *n)
 	n->pg = PQconnectStartParams(keys, vals, 1);
 	if (n->pg == NULL)
 		return drop(n, "out of memory");
+	/* its notices (a trigger's, libpq's own) through our logger, not
+	 * libpq's default processor on stderr */
+	store_pg_log_notices(n->pg);
+	n->state = N_CONNECTING;
 	if (PQstatus(n->pg) == CONNECTION_BAD)
 		return drop(n, PQerrorMessage(n->pg));
-	n->state = N_CONNECTING;
 	if (watch(n, EV_WRITE) != 0)
 		drop(n, "cannot watch the socket");
 }

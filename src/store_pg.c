@@ -241,17 +241,6 @@ conn_errmsg(struct pg_conn *c, const char *msg)
 	return c->errbuf;
 }
 
-static void
-pg_notice(void *arg, const char *msg)
-{
-	size_t n = strlen(msg);
-
-	(void)arg;
-	while (n > 0 && msg[n - 1] == '\n')
-		n--;
-	log_debug("postgres: %.*s", (int)n, msg);
-}
-
 /* ---- operations ---------------------------------------------------------- */
 
 static void
@@ -1016,7 +1005,7 @@ conn_connect(struct pg_conn *c)
 		conn_connect_failed(c, PQerrorMessage(c->pg));
 		return;
 	}
-	PQsetNoticeProcessor(c->pg, pg_notice, c);
+	store_pg_log_notices(c->pg);
 	/* libpq ignores connect_timeout in non-blocking mode: bound it here */
 	conn_schedule(c, STORE_PG_CONNECT_TIMEOUT_MS);
 	conn_connect_wait(c, PGRES_POLLING_WRITING);

@@ -726,9 +726,15 @@ sq_migrate(const struct store_cfg *c, char *err, size_t errlen)
 		if (migrate_namespace(c->data_dir, ids[i], &applied, err, errlen) < 0)
 			goto out;
 	if (applied > 0)
-		log_info("Applied namespace schema migrations count=%d", applied);
+		log_info("applied %d namespace schema migrations", applied);
 	ret = 0;
 out:
+	if (ret != 0) {
+		/* the registry is open: what failed was the migration */
+		char why[1024];
+		snprintf(why, sizeof(why), "%s", err);
+		seterr(err, errlen, "database migration failed: %s", why);
+	}
 	for (size_t i = 0; i < n; i++)
 		free(ids[i]);
 	free(ids);

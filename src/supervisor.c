@@ -477,8 +477,9 @@ run(struct config *cfg)
 	if (drop_privileges(cfg) != 0)
 		return 1;
 
+	/* err says what failed: the connection, or the migration */
 	if (h.backend->migrate(&h.scfg, err, sizeof(err)) != 0) {
-		log_error("database migration failed: %s", err);
+		log_error("%s", err);
 		return 1;
 	}
 	if (ensure_default(cfg) != 0)

@@ -3,6 +3,7 @@
 sd_notify through a fake NOTIFY_SOCKET, SIGHUP reload, SIGUSR1 log reopen, pid files,
 --check-config, process titles, a second SIGTERM, man pages against the option table, make install."""
 
+import json
 import os
 import re
 import shutil
@@ -231,6 +232,55 @@ class TestCheckConfig(harness.TestCase):
         p = run([harness.BIN, "--check-config", "--config", conf])
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("configuration ok", p.stdout)
+
+
+class TestPostgresLog(harness.TestCase):
+    """libpq's text in our log: one line, through the logger (issue 9, issue 13)."""
+
+    def test_refused_connection_is_one_line(self):
+        port = harness.free_port()
+        srv = harness.Server(db_url="postgres://postgres@127.0.0.1:%d/eventodb" % port, name="refused", workers=1)
+        self.assertEqual(srv.run_to_exit(20), 1, srv.log())
+        out = srv.output()
+        self.assertRegex(out, r"(?m)^\S+ \[\d+\] ERROR cannot connect to the database at 127\.0\.0\.1:%d: "
+                              r"Connection refused\. Is the server running on that host and accepting TCP/IP "
+                              r"connections\?$" % port)
+        self.assertNotIn("database migration failed", out)
+        for line in out.splitlines():
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[\d+\] [A-Z]+ ", out)
+
+    def test_notices_go_through_the_logger(self):
+        """A NOTICE and a WARNING raised on the write listener's connection (a trigger on its heartbeat
+        table), and the migrations' routine NOTICEs, arrive as JSON log lines at debug and warn."""
+        pg = harness.pg_cluster()
+        url = pg.create_database(unique("notice"))
+        db = url.rsplit("/", 1)[1]
+        srv = harness.Server(db_url=url, name="notice", workers=1, extra=["--log-format", "json"]).start()
+        srv.stop()
+        pg.psql("CREATE FUNCTION eventodb_store.t_notice() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN RAISE NOTICE 'listener row %', NEW.host; RAISE WARNING 'careful: %', NEW.host;"
+                " RETURN NEW; END $$;"
+                "CREATE TRIGGER t_notice BEFORE INSERT OR UPDATE ON eventodb_store.listeners"
+                " FOR EACH ROW EXECUTE FUNCTION eventodb_store.t_notice()", db=db)
+        srv.start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: "careful: " in srv.output(), 10), srv.output())
+        finally:
+            srv.stop()
+        lines = [json.loads(l) for l in srv.output().splitlines()]  # every line is JSON
+        by = {}
+        for l in lines:
+            self.assertEqual(set(l), {"level", "time", "pid", "message"}, l)
+            by.setdefault(l["message"].split(" ")[1] if l["message"].startswith("postgres ") else "", []).append(l)
+        notice = [l for l in lines if l["message"].startswith("postgres NOTICE: listener row ")]
+        warning = [l for l in lines if l["message"].startswith("postgres WARNING: careful: ")]
+        self.assertTrue(notice, lines)
+        self.assertTrue(warning, lines)
+        self.assertEqual({l["level"] for l in notice}, {"debug"})
+        self.assertEqual({l["level"] for l in warning}, {"warn"})
+        # the migrations' NOTICEs on the second start ("... already exists, skipping")
+        self.assertTrue([l for l in lines if l["level"] == "debug" and l["message"].startswith("postgres NOTICE: ")
+                         and "already exists, skipping" in l["message"]], lines)
 
 
 class TestDocsAndInstall(harness.TestCase):
