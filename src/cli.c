@@ -86,8 +86,8 @@ cli_start(const struct cli_flag *flags, void (*usage)(FILE *), int argc, char **
 		return true;
 	}
 	if (rc < 0) {
-		fprintf(stderr, "%s\n", err);
-		usage(stderr);
+		/* argv[0] is the command's name ("export") */
+		fprintf(stderr, "%s\nsee 'eventodb %s --help'\n", err, argv[0]);
 		*exit_code = 2;
 		return true;
 	}

@@ -39,7 +39,7 @@ log_open(const char *file, int use_syslog, char *err, size_t errlen)
 	if (file == NULL || file[0] == '\0')
 		return 0;
 	snprintf(log_path, sizeof(log_path), "%s", file);
-	return log_reopen() == 0 ? 0 : (snprintf(err, errlen, "cannot open log file %s: %s", file, strerror(errno)), -1);
+	return log_reopen() == 0 ? 0 : (snprintf(err, errlen, "--log-file %s: %s", file, strerror(errno)), -1);
 }
 
 int

@@ -13,7 +13,7 @@
 static void
 banner(FILE *out)
 {
-	fprintf(out, "EventoDB %s: an HTTP event store on PostgreSQL\n\n", PACKAGE_VERSION);
+	fprintf(out, "EventoDB %s: an HTTP event store on PostgreSQL or its embedded SQLite store\n\n", PACKAGE_VERSION);
 }
 
 static void
@@ -85,14 +85,11 @@ main(int argc, char **argv)
 			break;
 		}
 	if (config_parse(&cfg, argc - 1, argv + 1, err, sizeof(err)) != 0) {
-		fprintf(stderr, "eventodb: %s\n", err);
-		if (check) {
-			config_free(&cfg);
-			return 1;
-		}
-		fprintf(stderr, "\n");
-		usage(stderr);
-		return 2;
+		/* the error, and where to look: 65 lines of usage would scroll
+		 * the one line that matters away */
+		fprintf(stderr, "eventodb: %s\nsee 'eventodb help'\n", err);
+		config_free(&cfg);
+		return check ? 1 : 2;
 	}
 	rc = check ? supervisor_check_config(&cfg) : supervisor_run(&cfg);
 	config_free(&cfg);

@@ -190,6 +190,10 @@ struct ns_seed {
  */
 struct store_backend {
 	const char *name; /* "postgres", "sqlite" */
+	/* What can be known about the configuration without touching the
+	 * database (URL syntax, required options); start-up and --check-config
+	 * both call it. */
+	int (*check)(const struct store_cfg *, char *err, size_t errlen);
 	/* Registry migrations, then every namespace's pending migrations. */
 	int (*migrate)(const struct store_cfg *, char *err, size_t errlen);
 	/* Calls fn for every registered namespace. */

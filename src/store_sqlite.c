@@ -674,6 +674,15 @@ migrate_namespace(const char *dir, const char *id, int *applied, char *err, size
 	return rc;
 }
 
+/* The registry's place: --data-dir given, sqlite://FILE a plain name. */
+static int
+sq_check(const struct store_cfg *c, char *err, size_t errlen)
+{
+	char path[SQ_PATH_MAX];
+
+	return sq_registry_path(c, path, sizeof(path), err, errlen);
+}
+
 static int
 sq_migrate(const struct store_cfg *c, char *err, size_t errlen)
 {
@@ -852,6 +861,7 @@ sq_backend_open(struct event_base *base, const struct store_cfg *c)
 
 const struct store_backend store_backend_sqlite = {
     .name = "sqlite",
+    .check = sq_check,
     .migrate = sq_migrate,
     .load_namespaces = sq_load_namespaces,
     .ensure_namespace = sq_ensure_namespace,

@@ -358,60 +358,81 @@ setup_test_mode(struct config *cfg)
 
 static int run(struct config *cfg);
 
-int
-supervisor_check_config(struct config *cfg)
+/*
+ * Everything start-up checks before it touches anything. --check-config
+ * runs exactly this, so "configuration ok" means the server would get past
+ * it. Each problem goes to report; returns how many there were.
+ */
+static int
+validate(const struct config *cfg, void (*report)(const char *msg))
 {
-	char err[1024], ns[TOKEN_NS_MAX + 1];
+	char err[1024], msg[1200], ns[TOKEN_NS_MAX + 1];
+	const struct store_backend *be;
 	struct addrinfo hints, *res;
 	int bad = 0, rc;
 
+#define PROBLEM(...) (snprintf(msg, sizeof(msg), __VA_ARGS__), report(msg), bad++)
 	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
-		if (!cfg->test_mode) {
-			fprintf(stderr, "eventodb: --db-url is required (use --test-mode for in-memory testing)\n");
-			bad = 1;
-		}
-	} else if (store_backend_for(cfg->db_url, err, sizeof(err)) == NULL) {
-		fprintf(stderr, "eventodb: %s\n", err);
-		bad = 1;
+		if (!cfg->test_mode)
+			PROBLEM("--db-url is required (or --test-mode, for the embedded store in a temporary directory)");
+	} else if ((be = store_backend_for(cfg->db_url, err, sizeof(err))) == NULL) {
+		PROBLEM("%s", err);
+	} else {
+		struct store_cfg sc = {.url = cfg->db_url, .data_dir = cfg->data_dir, .pool_size = (int)cfg->db_pool_size};
+		if (be->check != NULL && be->check(&sc, err, sizeof(err)) != 0)
+			PROBLEM("%s", err);
 	}
 	if (cfg->token != NULL && cfg->token[0] != '\0') {
-		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
-			fprintf(stderr, "eventodb: --token: %s\n", err);
-			bad = 1;
-		} else if (strcmp(ns, "default") != 0) {
-			fprintf(stderr, "eventodb: --token is for namespace '%s', expected 'default'\n", ns);
-			bad = 1;
-		}
+		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0)
+			PROBLEM("--token: %s", err);
+		else if (strcmp(ns, "default") != 0)
+			PROBLEM("--token is for namespace '%s', expected 'default'", ns);
 	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
 	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(cfg->listen, NULL, &hints, &res)) != 0) {
-		fprintf(stderr, "eventodb: --listen %s: %s\n", cfg->listen, gai_strerror(rc));
-		bad = 1;
-	} else {
+	if ((rc = getaddrinfo(cfg->listen, NULL, &hints, &res)) != 0)
+		PROBLEM("--listen %s: %s", cfg->listen, gai_strerror(rc));
+	else
 		freeaddrinfo(res);
+	if (cfg->user == NULL || cfg->user[0] == '\0') {
+		if (cfg->group != NULL && cfg->group[0] != '\0')
+			PROBLEM("--group needs --user");
+	} else if (getpwnam(cfg->user) == NULL) {
+		PROBLEM("--user: unknown user %s", cfg->user);
 	}
-	if (cfg->user != NULL && cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
-		fprintf(stderr, "eventodb: --user: unknown user %s\n", cfg->user);
-		bad = 1;
-	}
-	if (cfg->group != NULL && cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
-		fprintf(stderr, "eventodb: --group: unknown group %s\n", cfg->group);
-		bad = 1;
-	}
+	if (cfg->group != NULL && cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL)
+		PROBLEM("--group: unknown group %s", cfg->group);
 	if (cfg->log_file != NULL && cfg->log_file[0] != '\0') {
 		int fd = open(cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (fd < 0) {
-			fprintf(stderr, "eventodb: --log-file %s: %s\n", cfg->log_file, strerror(errno));
-			bad = 1;
-		} else {
+		if (fd < 0)
+			PROBLEM("--log-file %s: %s", cfg->log_file, strerror(errno));
+		else
 			close(fd);
-		}
 	}
-	if (!bad)
-		printf("configuration ok%s%s\n", cfg->config_file ? ": " : "", cfg->config_file ? cfg->config_file : "");
+#undef PROBLEM
 	return bad;
+}
+
+static void
+report_stderr(const char *msg)
+{
+	fprintf(stderr, "eventodb: %s\n", msg);
+}
+
+static void
+report_log(const char *msg)
+{
+	log_error("%s", msg);
+}
+
+int
+supervisor_check_config(struct config *cfg)
+{
+	if (validate(cfg, report_stderr) != 0)
+		return 1;
+	printf("configuration ok%s%s\n", cfg->config_file ? ": " : "", cfg->config_file ? cfg->config_file : "");
+	return 0;
 }
 
 int
@@ -446,12 +467,10 @@ run(struct config *cfg)
 	prctl(PR_SET_NAME, "eventodb sup", 0, 0, 0);
 	proctitle_set("eventodb: supervisor");
 
+	if (validate(cfg, report_log) != 0)
+		return 1;
 	if (cfg->test_mode && setup_test_mode(cfg) != 0)
 		return 1;
-	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
-		log_error("--db-url is required (use --test-mode for in-memory testing)");
-		return 1;
-	}
 	h.backend = store_backend_for(cfg->db_url, err, sizeof(err));
 	if (h.backend == NULL) {
 		log_error("%s", err);
@@ -562,12 +581,15 @@ run(struct config *cfg)
 			log_info("reloading configuration");
 			if (log_reopen() != 0)
 				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
-			if (config_reload(cfg, err, sizeof(err)) != 0)
+			if (config_reload(cfg, err, sizeof(err)) != 0) {
 				log_error("reload failed, keeping the old settings: %s", err);
-			else
+			} else {
+				/* said under the old level, so a switch to warn is seen */
+				log_info("configuration reloaded: log-level %s, log-format %s", cfg->log_level,
+				         cfg->log_format);
 				log_setup(cfg->log_level, cfg->log_format);
+			}
 			signal_all(SIGHUP);
-			log_info("configuration reloaded log-level=%s", cfg->log_level);
 			notify("READY=1");
 			break;
 		case SIGUSR1:

@@ -98,10 +98,10 @@ reload(evutil_socket_t sig, short what, void *arg)
 		log_error("worker %u: cannot reopen the log file", w->slot + 1);
 	if (sig != SIGHUP)
 		return;
-	/* Quietly: the supervisor has already reported what was ignored. */
+	/* Quietly: the supervisor has already reported what was ignored, or
+	 * why the reload failed (then nothing changes here either). */
 	log_setup("error", w->cfg->log_format);
-	if (config_reload((struct config *)w->cfg, err, sizeof(err)) != 0)
-		log_error("worker %u: reload failed: %s", w->slot + 1, err);
+	(void)config_reload((struct config *)w->cfg, err, sizeof(err));
 	log_setup(w->cfg->log_level, w->cfg->log_format);
 	log_debug("worker %u reloaded", w->slot + 1);
 }

@@ -223,6 +223,67 @@ START_TEST(test_config_file)
 }
 END_TEST
 
+/* A value outside an option's set is refused wherever it comes from; a
+ * reload with a bad value anywhere changes nothing. */
+START_TEST(test_config_choices_and_reload)
+{
+	struct config cfg;
+	char err[256], path[] = "/tmp/eventodb-check-XXXXXX";
+	int fd = mkstemp(path);
+	FILE *f = fdopen(fd, "w");
+	char *loud[] = {"--log-level", "loud"};
+	char *upper[] = {"--log-level", "WARN", "--log-format=JSON"};
+	char *withfile[] = {"--config", path};
+	char *flagged[] = {"--config", path, "--log-level", "info"};
+
+	ck_assert_int_eq(config_parse(&cfg, 2, loud, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "--log-level: invalid value \"loud\" for log-level: must be one of debug, info, warn, error");
+	config_free(&cfg);
+	ck_assert_int_eq(config_parse(&cfg, 3, upper, err, sizeof(err)), 0);
+	config_free(&cfg);
+	setenv("EVENTODB_LOG_FORMAT", "xml", 1);
+	ck_assert_int_eq(config_parse(&cfg, 0, NULL, err, sizeof(err)), -1);
+	ck_assert_str_eq(err, "EVENTODB_LOG_FORMAT: invalid value \"xml\" for log-format: must be one of console, json");
+	config_free(&cfg);
+	unsetenv("EVENTODB_LOG_FORMAT");
+
+	fprintf(f, "log-level = debug\n");
+	fclose(f);
+	ck_assert_int_eq(config_parse(&cfg, 2, withfile, err, sizeof(err)), 0);
+	ck_assert_str_eq(cfg.log_level, "debug");
+	f = fopen(path, "w");
+	fprintf(f, "log-format = json\nlog-level = loud\n");
+	fclose(f);
+	ck_assert_int_eq(config_reload(&cfg, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, ":2: invalid value \"loud\" for log-level"));
+	ck_assert_str_eq(cfg.log_format, "console"); /* line 1 was not applied either */
+	ck_assert_str_eq(cfg.log_level, "debug");
+	f = fopen(path, "w");
+	fprintf(f, "log-format = json\nlog-level = warn\n");
+	fclose(f);
+	ck_assert_int_eq(config_reload(&cfg, err, sizeof(err)), 0);
+	ck_assert_str_eq(cfg.log_format, "json");
+	ck_assert_str_eq(cfg.log_level, "warn");
+	config_free(&cfg);
+	/* a flag wins over the file, but a bad value in the file still fails,
+	 * as it does at start-up */
+	f = fopen(path, "w");
+	fprintf(f, "log-level = debug\n");
+	fclose(f);
+	ck_assert_int_eq(config_parse(&cfg, 4, flagged, err, sizeof(err)), 0);
+	ck_assert_str_eq(cfg.log_level, "info");
+	f = fopen(path, "w");
+	fprintf(f, "log-level = loud\n");
+	fclose(f);
+	ck_assert_int_eq(config_reload(&cfg, err, sizeof(err)), -1);
+	ck_assert_str_eq(cfg.log_level, "info");
+	config_free(&cfg);
+	ck_assert_int_eq(config_parse(&cfg, 4, flagged, err, sizeof(err)), -1);
+	config_free(&cfg);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_config_sizes)
 {
 	int64_t v;
@@ -445,6 +506,7 @@ core_suite(void)
 	tcase_add_test(tc, test_config_forms);
 	tcase_add_test(tc, test_config_precedence_and_errors);
 	tcase_add_test(tc, test_config_file);
+	tcase_add_test(tc, test_config_choices_and_reload);
 	tcase_add_test(tc, test_config_sizes);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("pool");

@@ -56,5 +56,141 @@ class TestBanner(harness.TestCase):
                 self.assertIn("default namespace already exists; --token matches", srv.output())
 
 
+def help_entry(text, flag):
+    """The help line of --flag (and its env line)."""
+    m = re.search(r"^  --%s\b.*\n.*\n" % re.escape(flag), text, re.M)
+    return m.group(0) if m else ""
+
+
+class TestHelp(harness.TestCase):
+    def test_help_names_both_stores(self):
+        p = run([harness.BIN, "help"])
+        self.assertEqual(p.returncode, 0)
+        first = p.stdout.splitlines()[0]
+        self.assertIn("PostgreSQL", first)
+        self.assertIn("SQLite", first)
+        url = help_entry(p.stdout, "db-url")
+        self.assertIn("postgres://", url)
+        self.assertIn("sqlite://", url)
+        dbtype = help_entry(p.stdout, "db-type")
+        self.assertNotIn("only plain PostgreSQL", dbtype)
+        self.assertIn("ignored", dbtype)
+        self.assertIn("sqlite://", dbtype)
+        test = help_entry(p.stdout, "test-mode")
+        self.assertIn("embedded store", test)
+        self.assertIn("127.0.0.1", test)
+        self.assertIn("sqlite://", help_entry(p.stdout, "data-dir"))
+
+    def test_bad_flag_is_one_line_and_a_pointer(self):
+        for argv, rc, err in (
+                (["--bogus"], 2, "eventodb: flag provided but not defined: --bogus\nsee 'eventodb help'\n"),
+                (["serve", "--port"], 2, "eventodb: flag needs an argument: --port\nsee 'eventodb help'\n"),
+                (["--check-config", "--bogus"], 1, "eventodb: flag provided but not defined: --bogus\n"
+                                                   "see 'eventodb help'\n"),
+                (["--workers", "many"], 2, "eventodb: --workers: invalid value \"many\" for workers: not an integer\n"
+                                           "see 'eventodb help'\n"),
+                (["export", "--bogus"], 2, "flag provided but not defined: -bogus\nsee 'eventodb export --help'\n"),
+                (["import", "--url"], 2, "flag needs an argument: -url\nsee 'eventodb import --help'\n")):
+            with self.subTest(argv=argv):
+                p = run([harness.BIN] + argv)
+                self.assertEqual((p.returncode, p.stderr, p.stdout), (rc, err, ""))
+
+
+class TestValidation(harness.TestCase):
+    """--check-config runs exactly the validation start-up runs (issue 13)."""
+
+    def both(self, argv, env=None):
+        """(check-config rc, its stderr, start-up rc, the server's output)."""
+        check = run([harness.BIN, "--check-config"] + argv, env=env)
+        start = run([harness.BIN, "--port", str(harness.free_port()), "--workers", "1"] + argv, env=env)
+        return check.returncode, check.stderr, start.returncode, start.stderr + start.stdout
+
+    def test_rejected_both_ways(self):
+        d = tempfile.mkdtemp(dir=harness.module_tmp())
+        cases = [
+            (["--db-url", "sqlite://x.db"], "--data-dir is required for SQLite"),
+            (["--db-url", "sqlite://sub/x.db", "--data-dir", d], "sqlite://sub/x.db: give a plain file name"),
+            (["--db-url", "foo"], "invalid --db-url: not a URL; expected postgres://user:pass@host:port/db or "
+                                  "sqlite://FILE"),
+            (["--db-url", "mysql://u:secret@h/db"], "unsupported database scheme mysql:// in --db-url "
+                                                     "(use postgres:// or sqlite://)"),
+            (["--db-url", "postgres://h/db?bogus=1"], 'invalid --db-url: invalid URI query parameter: "bogus"'),
+            ([], "--db-url is required"),
+            (["--test-mode", "--token", "nope"], "--token: invalid token format"),
+            (["--test-mode", "--listen", "not-an-ip"], "--listen not-an-ip: "),
+            (["--test-mode", "--group", "root"], "--group needs --user"),
+            (["--test-mode", "--log-file", os.path.join(d, "no", "such", "dir.log")], "--log-file "),
+        ]
+        for argv, msg in cases:
+            with self.subTest(argv=argv):
+                crc, cerr, src, sout = self.both(argv)
+                self.assertEqual(crc, 1, cerr)
+                self.assertIn("eventodb: " + msg, cerr)
+                self.assertNotIn("configuration ok", cerr)
+                self.assertEqual(src, 1, sout)
+                if "--log-file" in argv:  # no log to write to: stderr, as --check-config
+                    self.assertIn("eventodb: " + msg, sout)
+                else:
+                    self.assertRegex(sout, r"(?m)^\S+ \[\d+\] ERROR %s" % re.escape(msg))
+                self.assertNotIn("secret", cerr + sout)
+        # "foo" is no scheme
+        self.assertNotIn("scheme", self.both(["--db-url", "foo"])[1])
+
+    def test_bad_log_values_rejected_everywhere(self):
+        conf = os.path.join(harness.module_tmp(), unique("bad") + ".conf")
+        for name, value, opt, choices in (("log-level", "loud", "log-level", "debug, info, warn, error"),
+                                          ("log-format", "xml", "log-format", "console, json")):
+            want = 'invalid value "%s" for %s: must be one of %s' % (value, opt, choices)
+            with self.subTest(option=name, source="flag"):
+                crc, cerr, src, sout = self.both(["--test-mode", "--" + name, value])
+                self.assertEqual((crc, src), (1, 2), cerr + sout)
+                self.assertIn("--%s: %s" % (name, want), cerr)
+                self.assertIn("--%s: %s" % (name, want), sout)
+            with self.subTest(option=name, source="environment"):
+                env = {"EVENTODB_" + name.upper().replace("-", "_"): value}
+                crc, cerr, src, sout = self.both(["--test-mode"], env=env)
+                self.assertEqual((crc, src), (1, 2), cerr + sout)
+                self.assertIn(want, cerr)
+                self.assertIn(want, sout)
+            with self.subTest(option=name, source="file"):
+                with open(conf, "w") as f:
+                    f.write("%s = %s\n" % (name, value))
+                crc, cerr, src, sout = self.both(["--test-mode", "--config", conf])
+                self.assertEqual((crc, src), (1, 2), cerr + sout)
+                self.assertIn("%s:1: %s" % (conf, want), cerr)
+                self.assertIn("%s:1: %s" % (conf, want), sout)
+        with open(conf, "w") as f:
+            f.write("log-level = WARN\nlog-format = json\n")
+        p = run([harness.BIN, "--check-config", "--test-mode", "--config", conf])
+        self.assertEqual((p.returncode, p.stdout), (0, "configuration ok: %s\n" % conf), p.stderr)
+
+    def test_reload_with_a_bad_value_keeps_the_old_settings(self):
+        conf = os.path.join(harness.module_tmp(), unique("reload") + ".conf")
+        with open(conf, "w") as f:
+            f.write("log-level = info\n")
+        srv = harness.Server(name="reload-bad", workers=1, extra=["--config", conf])
+        srv.argv = lambda: [a for a in harness.Server.argv(srv) if a not in ("--log-level", "debug")]
+        srv.start()
+        try:
+            with open(conf, "w") as f:
+                f.write("log-format = json\nlog-level = loud\n")
+            os.kill(srv.pid, signal.SIGHUP)
+            self.assertTrue(harness.wait_until(lambda: "reload failed" in srv.output(), 5), srv.output())
+            line = [l for l in srv.output().splitlines() if "reload failed" in l][0]
+            self.assertRegex(line, r"^\S+ \[\d+\] ERROR reload failed, keeping the old settings: .*:2: "
+                                   r'invalid value "loud" for log-level: must be one of debug, info, warn, error$')
+            self.assertNotIn("configuration reloaded", srv.output())
+            # still console format (line 1 was not taken) and still info
+            srv.rpc("sys.version")
+            with open(conf, "w") as f:
+                f.write("log-level = warn\n")
+            os.kill(srv.pid, signal.SIGHUP)
+            self.assertTrue(harness.wait_until(lambda: "configuration reloaded" in srv.output(), 5), srv.output())
+            self.assertRegex(srv.output(), r"(?m)^\S+ \[\d+\] INFO configuration reloaded: log-level warn, "
+                                           r"log-format console$")
+        finally:
+            srv.stop()
+
+
 if __name__ == "__main__":
     harness.main()
