@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -72,6 +73,43 @@ log_setup(const char *level, const char *format)
 	else
 		log_min = LVL_INFO;
 	log_json = format != NULL && strcasecmp(format, "json") == 0;
+}
+
+const char *
+log_signal_name(int sig)
+{
+	switch (sig) {
+#define SIGNAME(s) \
+	case s: \
+		return #s
+		SIGNAME(SIGHUP);
+		SIGNAME(SIGINT);
+		SIGNAME(SIGQUIT);
+		SIGNAME(SIGILL);
+		SIGNAME(SIGTRAP);
+		SIGNAME(SIGABRT);
+		SIGNAME(SIGBUS);
+		SIGNAME(SIGFPE);
+		SIGNAME(SIGKILL);
+		SIGNAME(SIGUSR1);
+		SIGNAME(SIGSEGV);
+		SIGNAME(SIGUSR2);
+		SIGNAME(SIGPIPE);
+		SIGNAME(SIGALRM);
+		SIGNAME(SIGTERM);
+		SIGNAME(SIGCHLD);
+		SIGNAME(SIGCONT);
+		SIGNAME(SIGSTOP);
+		SIGNAME(SIGTSTP);
+		SIGNAME(SIGTTIN);
+		SIGNAME(SIGTTOU);
+		SIGNAME(SIGXCPU);
+		SIGNAME(SIGXFSZ);
+		SIGNAME(SIGSYS);
+#undef SIGNAME
+	default:
+		return "signal";
+	}
 }
 
 int

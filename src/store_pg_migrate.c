@@ -545,7 +545,7 @@ store_pg_migrate(const char *url, char *err, size_t errlen)
 			goto unlock;
 	}
 	if (applied > 0)
-		log_info("applied %d namespace schema migrations", applied);
+		log_info("applied %d namespace schema %s", applied, applied == 1 ? "migration" : "migrations");
 	rc = 0;
 unlock:
 	PQclear(res);

@@ -735,7 +735,7 @@ sq_migrate(const struct store_cfg *c, char *err, size_t errlen)
 		if (migrate_namespace(c->data_dir, ids[i], &applied, err, errlen) < 0)
 			goto out;
 	if (applied > 0)
-		log_info("applied %d namespace schema migrations", applied);
+		log_info("applied %d namespace schema %s", applied, applied == 1 ? "migration" : "migrations");
 	ret = 0;
 out:
 	if (ret != 0) {

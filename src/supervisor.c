@@ -169,8 +169,17 @@ ensure_default(struct config *cfg)
 	return 0;
 }
 
+/* "1 worker", "2 workers". */
+static const char *
+workers_word(uint32_t n)
+{
+	return n == 1 ? "worker" : "workers";
+}
+
+/* Starts worker slot + 1; the log names it "worker N (pid P)" here and at
+ * its exit, so the two lines can be matched. */
 static pid_t
-spawn(uint32_t slot)
+spawn(uint32_t slot, bool again)
 {
 	pid_t pid;
 
@@ -192,7 +201,7 @@ spawn(uint32_t slot)
 		fflush(stdout);
 		_exit(rc);
 	}
-	log_info("worker %u started as pid %d", slot + 1, (int)pid);
+	log_info("worker %u (pid %d) %s", slot + 1, (int)pid, again ? "restarted" : "started");
 	h.procs[slot].pid = pid;
 	h.procs[slot].started_us = now_unix_us();
 	h.procs[slot].next_start_us = 0;
@@ -529,10 +538,10 @@ run(struct config *cfg)
 	sigprocmask(SIG_BLOCK, &h.blocked, &h.saved);
 	signal(SIGPIPE, SIG_IGN);
 
-	log_info("EventoDB server starting address=%s:%lld version=%s engine=%s workers=%u", cfg->listen,
-	         (long long)cfg->port, PACKAGE_VERSION, h.backend->name, h.nworkers);
+	log_info("eventodb %s starting on %s:%lld (store %s, %u %s)", PACKAGE_VERSION, cfg->listen, (long long)cfg->port,
+	         h.backend->name, h.nworkers, workers_word(h.nworkers));
 	for (uint32_t i = 0; i < h.nworkers; i++)
-		if (spawn(i) < 0) {
+		if (spawn(i, false) < 0) {
 			fatal = true;
 			break;
 		}
@@ -554,7 +563,7 @@ run(struct config *cfg)
 		switch (sig) {
 		case SIGTERM:
 			if (!stopping) {
-				log_info("shutdown signal received signal=SIGTERM; draining (timeout %llds)",
+				log_info("received SIGTERM: graceful shutdown, draining for at most %lld s",
 				         (long long)cfg->shutdown_timeout);
 				notify("STOPPING=1");
 				stopping = true;
@@ -562,14 +571,14 @@ run(struct config *cfg)
 				signal_all(SIGTERM);
 			} else {
 				/* A second SIGTERM: the operator does not want to wait. */
-				log_info("second SIGTERM: stopping now");
+				log_info("received a second SIGTERM: stopping now");
 				signal_all(SIGKILL);
 				deadline = now + 60 * 1000000LL;
 			}
 			break;
 		case SIGINT:
 		case SIGQUIT:
-			log_info("shutdown signal received signal=%s; stopping now", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+			log_info("received %s: shutdown, stopping now", log_signal_name(sig));
 			notify("STOPPING=1");
 			if (!stopping || deadline > now + 2000000)
 				deadline = now + 2000000;
@@ -578,7 +587,7 @@ run(struct config *cfg)
 			break;
 		case SIGHUP:
 			notify("RELOADING=1");
-			log_info("reloading configuration");
+			log_info("received SIGHUP: reloading the configuration");
 			if (log_reopen() != 0)
 				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
 			if (config_reload(cfg, err, sizeof(err)) != 0) {
@@ -595,7 +604,7 @@ run(struct config *cfg)
 		case SIGUSR1:
 			if (log_reopen() != 0)
 				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
-			log_info("logs reopened");
+			log_info("received SIGUSR1: log file reopened");
 			signal_all(SIGUSR1);
 			break;
 		default:
@@ -612,15 +621,16 @@ run(struct config *cfg)
 			shm_release_dead(h.shm, pid);
 			shm_worker(h.shm, slot)->ready = 0;
 			if (WIFSIGNALED(status))
-				log_msg(stopping ? LVL_INFO : LVL_ERROR, "worker %d exited on signal %d%s", (int)pid,
-				        WTERMSIG(status), WCOREDUMP(status) ? " (core dumped)" : "");
+				log_msg(stopping ? LVL_INFO : LVL_ERROR, "worker %u (pid %d) exited on signal %d (%s)%s", slot + 1,
+				        (int)pid, WTERMSIG(status), log_signal_name(WTERMSIG(status)),
+				        WCOREDUMP(status) ? ", core dumped" : "");
 			else
-				log_msg(stopping || WEXITSTATUS(status) == 0 ? LVL_INFO : LVL_ERROR, "worker %d exited with code %d",
-				        (int)pid, WEXITSTATUS(status));
+				log_msg(stopping || WEXITSTATUS(status) == 0 ? LVL_INFO : LVL_ERROR,
+				        "worker %u (pid %d) exited with code %d", slot + 1, (int)pid, WEXITSTATUS(status));
 			if (stopping)
 				continue;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-				log_error("worker %d hit a fatal error; shutting down", (int)pid);
+				log_error("worker %u (pid %d) hit a fatal error; shutting down", slot + 1, (int)pid);
 				exit_code = 1;
 				stopping = true;
 				deadline = now + 2000000;
@@ -642,18 +652,15 @@ run(struct config *cfg)
 			if (running() == 0)
 				break;
 			if (now >= deadline) {
-				log_warn("shutdown timeout: killing %u worker(s)", running());
+				log_warn("shutdown timeout: killing %u %s", running(), workers_word(running()));
 				signal_all(SIGKILL);
 				deadline = now + 60 * 1000000LL;
 			}
 			continue;
 		}
 		for (uint32_t i = 0; i < h.nworkers; i++)
-			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us) {
-				pid_t np = spawn(i);
-				if (np > 0)
-					log_info("worker %u respawned", i + 1);
-			}
+			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us)
+				spawn(i, true);
 		if (announced && now - last_status_us >= 1000000) {
 			struct stats sum;
 			char st[128];
@@ -676,7 +683,10 @@ run(struct config *cfg)
 				announced = true;
 				snprintf(st, sizeof(st), "READY=1\nSTATUS=%u workers ready", ready);
 				notify(st);
-				log_info("all %u workers ready", ready);
+				if (ready == 1)
+					log_info("1 worker ready");
+				else
+					log_info("all %u workers ready", ready);
 			}
 		}
 	}
@@ -685,6 +695,6 @@ run(struct config *cfg)
 
 	shm_destroy(h.shm);
 	free(h.procs);
-	log_info("Server stopped");
+	log_info("server stopped");
 	return exit_code;
 }

@@ -38,7 +38,7 @@ stop_now(evutil_socket_t sig, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	log_info("worker %u stopping on signal %d", w->slot + 1, (int)sig);
+	log_info("worker %u stopping on %s", w->slot + 1, log_signal_name((int)sig));
 	event_base_loopbreak(w->base);
 }
 
@@ -61,8 +61,9 @@ tick(evutil_socket_t fd, short what, void *arg)
 	w->me->st.pool_in_use = in_use;
 	if (w->draining && (w->me->st.requests_in_flight == 0 || now_unix_us() >= w->drain_deadline_us)) {
 		if (w->me->st.requests_in_flight != 0)
-			log_warn("worker %u: shutdown timeout with %llu requests in flight", w->slot + 1,
-			         (unsigned long long)w->me->st.requests_in_flight);
+			log_warn("worker %u: shutdown timeout with %llu %s in flight", w->slot + 1,
+			         (unsigned long long)w->me->st.requests_in_flight,
+			         w->me->st.requests_in_flight == 1 ? "request" : "requests");
 		event_base_loopbreak(w->base);
 	}
 }

@@ -192,5 +192,49 @@ class TestValidation(harness.TestCase):
             srv.stop()
 
 
+class TestLifecycleLines(harness.TestCase):
+    LINE = r"(?m)^\S+ \[%d\] %s %s$"
+
+    def test_worker_named_the_same_at_start_and_exit(self):
+        srv = harness.Server(name="lines", workers=2).start()
+        sup = srv.pid
+        try:
+            self.assertTrue(harness.wait_until(lambda: "all 2 workers ready" in srv.output(), 5), srv.output())
+            out = srv.output()
+            started = dict((int(n), int(p)) for n, p in re.findall(r"INFO worker (\d) \(pid (\d+)\) started$", out, re.M))
+            self.assertEqual(sorted(started), [1, 2], out)
+            self.assertRegex(out, r"(?m)INFO eventodb \S+ starting on 127\.0\.0\.1:%d \(store \w+, 2 workers\)$" % srv.port)
+            os.kill(started[2], signal.SIGKILL)
+            want = r"worker 2 \(pid %d\) exited on signal 9 \(SIGKILL\)" % started[2]
+            self.assertTrue(harness.wait_until(lambda: re.search(want, srv.output()), 5), srv.output())
+            self.assertRegex(srv.output(), self.LINE % (sup, "ERROR", want))
+            self.assertTrue(harness.wait_until(lambda: re.search(r"INFO worker 2 \(pid \d+\) restarted$", srv.output(),
+                                                                 re.M), 10), srv.output())
+        finally:
+            srv.stop(signal.SIGINT)
+        out = srv.output()
+        self.assertRegex(out, self.LINE % (sup, "INFO", "received SIGINT: shutdown, stopping now"))
+        self.assertRegex(out, r"(?m)INFO worker 1 stopping on SIGINT$")
+        self.assertRegex(out, r"(?m)INFO worker 1 \(pid %d\) exited with code 0$" % started[1])
+        self.assertRegex(out, self.LINE % (sup, "INFO", "server stopped"))
+        self.assertNotRegex(out, r"exited on signal \d+(?! \()", "a signal without its name")
+
+    def test_one_worker_grammar_and_lowercase(self):
+        srv = harness.Server(name="one", workers=1).start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: "1 worker ready" in srv.output(), 5), srv.output())
+        finally:
+            srv.stop()
+        out = srv.output()
+        self.assertNotIn("all 1 workers", out)
+        self.assertIn("(store %s, 1 worker)" % ("sqlite" if harness.STORE == "sqlite" else "postgres"), out)
+        self.assertRegex(out, r"(?m)INFO received SIGTERM: graceful shutdown, draining for at most 10 s$")
+        # every message of the supervisor and the workers starts in lower case
+        for l in out.splitlines():
+            m = re.match(r"^\S+ \[\d+\] [A-Z]+ (.)", l)
+            self.assertTrue(m, l)
+            self.assertFalse(m.group(1).isupper(), l)
+
+
 if __name__ == "__main__":
     harness.main()
