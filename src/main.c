@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "commit.h"
 #include "config.h"
 #include "proctitle.h"
 #include "supervisor.h"
@@ -53,7 +54,7 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-v") == 0) {
 		if (argc > 2 && (strcmp(argv[2], "--full") == 0 || strcmp(argv[2], "-f") == 0)) {
 			banner(stdout);
-			printf("Version: %s\nCommit: %s\nBuilt: %s %s\n", PACKAGE_VERSION, "unknown", __DATE__, __TIME__);
+			printf("Version: %s\nCommit: %s\nBuilt: %s %s\n", PACKAGE_VERSION, EVENTODB_COMMIT, __DATE__, __TIME__);
 		} else {
 			printf("%s\n", PACKAGE_VERSION);
 		}

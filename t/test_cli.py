@@ -236,5 +236,28 @@ class TestLifecycleLines(harness.TestCase):
             self.assertFalse(m.group(1).isupper(), l)
 
 
+class TestVersion(harness.TestCase):
+    def test_full_names_the_commit_built(self):
+        p = run([harness.BIN, "version", "--full"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = re.search(r"^Commit: (.+)$", p.stdout, re.M)
+        self.assertTrue(m, p.stdout)
+        commit = m.group(1)
+        self.assertRegex(p.stdout, r"(?m)^Version: \S+$")
+        src = harness.REPO
+        top = subprocess.run(["git", "-C", src, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        stamp = os.path.join(src, ".tarball-commit")
+        if top.returncode == 0 and os.path.realpath(top.stdout.strip()) == os.path.realpath(src):
+            head = subprocess.run(["git", "-C", src, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                  text=True).stdout.strip()
+            self.assertIn(commit, (head, head + "-dirty"))
+        elif os.path.exists(stamp):  # a release tarball (make distcheck runs the suite from one)
+            with open(stamp) as f:
+                self.assertEqual(commit, f.read().strip() + " (release tarball)")
+            self.assertRegex(commit, r"^[0-9a-f]{12}(-dirty)? \(release tarball\)$")
+        else:
+            self.assertEqual(commit, "unknown")
+
+
 if __name__ == "__main__":
     harness.main()
