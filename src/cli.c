@@ -94,6 +94,12 @@ cli_start(const struct cli_flag *flags, void (*usage)(FILE *), int argc, char **
 	return false;
 }
 
+const char *
+cli_events(int64_t n)
+{
+	return n == 1 ? "event" : "events";
+}
+
 int
 cli_require_target(const char *url, const char *token, struct cli_url *u, char *err, size_t errlen)
 {

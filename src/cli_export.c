@@ -276,7 +276,7 @@ export_category(struct exporter *x, const char *category)
 		json_object_put(page);
 		if (flush_out(x) != 0)
 			return -1;
-		fprintf(stderr, "\rExported: %lld events...", (long long)x->exported);
+		fprintf(stderr, "\rExported: %lld %s...", (long long)x->exported, cli_events(x->exported));
 	}
 }
 
@@ -348,7 +348,7 @@ cli_export_main(int argc, char **argv)
 	} else if (export_category(&x, "") != 0) {
 		goto fail;
 	}
-	fprintf(stderr, "\rExported: %lld events total\n", (long long)x.exported);
+	fprintf(stderr, "\rExported: %lld %s total\n", (long long)x.exported, cli_events(x.exported));
 	if (flush_out(&x) != 0)
 		goto fail;
 	if (x.gz != NULL) {

@@ -259,5 +259,27 @@ class TestVersion(harness.TestCase):
             self.assertEqual(commit, "unknown")
 
 
+class TestInstallDeps(harness.TestCase):
+    def test_apt_waits_for_the_lock(self):
+        """Every apt-get call of contrib/install-deps.sh asks apt to wait for a held lock (a fake apt-get
+        on PATH records the calls; the real one is not run)."""
+        d = tempfile.mkdtemp(dir=harness.module_tmp())
+        calls = os.path.join(d, "calls")
+        with open(os.path.join(d, "apt-get"), "w") as f:
+            f.write('#!/bin/sh\necho "$*" >> %s\n' % calls)
+        os.chmod(os.path.join(d, "apt-get"), 0o755)
+        script = os.path.join(harness.REPO, "contrib", "install-deps.sh")
+        for env, timeout in (({}, "600"), ({"APT_LOCK_TIMEOUT": "30"}, "30")):
+            if os.path.exists(calls):
+                os.unlink(calls)
+            p = run(["sh", script], env=dict({"PATH": d + ":" + os.environ["PATH"]}, **env))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(calls) as f:
+                lines = f.read().splitlines()
+            self.assertEqual([l.split()[2] for l in lines], ["update", "install"], lines)
+            for l in lines:
+                self.assertTrue(l.startswith("-o DPkg::Lock::Timeout=%s " % timeout), l)
+
+
 if __name__ == "__main__":
     harness.main()

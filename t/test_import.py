@@ -649,13 +649,13 @@ class TestCommands(Base):
     def export(self, srv, tok, path, *extra):
         p = cli("export", "--url", url(srv), "--token", tok, "--output", path, *extra)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(b"events total\n", p.stderr)
+        self.assertRegex(p.stderr.decode(), r"Exported: \d+ events? total\n$")
         return p
 
     def import_(self, srv, tok, path, *extra, input=None):
         p = cli("import", "--url", url(srv), "--token", tok, "--input", path, *extra, input=input)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertRegex(p.stderr.decode(), r"Imported: \d+ events in \d+\.\ds\n$")
+        self.assertRegex(p.stderr.decode(), r"Imported: \d+ events? in \d+\.\ds\n$")
         return p
 
     def read(self, path):
@@ -705,6 +705,24 @@ class TestCommands(Base):
         # writes continue after the highest imported position
         top = max(json.loads(l)["gpos"] for l in self.read(one).splitlines())
         self.assertEqual(SRV.write("acct-9", token=tok_c)["globalPosition"], top + 1)
+
+    def test_counts_say_event_or_events(self):
+        _, tok = self.ns()
+        path = self.tmp("count")
+        p = self.export(SRV, tok, path)
+        self.assertEqual(p.stderr, b"\rExported: 0 events total\n")
+        SRV.write("one-1", token=tok)
+        p = self.export(SRV, tok, path)
+        self.assertEqual(p.stderr, b"\rExported: 1 event...\rExported: 1 event total\n")
+        _, tok_b = self.ns()
+        p = self.import_(SRV, tok_b, path)
+        self.assertRegex(p.stderr, rb"^\rImported: 1 event in \d+\.\ds\n$")
+        SRV.write("one-1", token=tok)
+        p = self.export(SRV, tok, path)
+        self.assertEqual(p.stderr, b"\rExported: 2 events...\rExported: 2 events total\n")
+        _, tok_c = self.ns()
+        p = self.import_(SRV, tok_c, path)
+        self.assertRegex(p.stderr, rb"^\rImported: 2 events in \d+\.\ds\n$")
 
     def test_round_trip_keeps_time_fraction(self):
         """D22: export -> import -> export keeps every time exactly; whole-second files still import."""
