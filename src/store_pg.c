@@ -907,11 +907,15 @@ conn_connect_failed(struct pg_conn *c, const char *why)
 	struct store_pg *st = c->st;
 	char msg[300];
 
-	conn_errmsg(c, why);
-	if (!c->quiet)
-		log_warn("database connection %d: connect failed: %s", c->idx, c->errbuf);
+	/* libpq's reason as one line that says where (store_pg_migrate.c) */
+	if (c->pg != NULL && why == PQerrorMessage(c->pg))
+		store_pg_connect_error(c->pg, c->errbuf, sizeof(c->errbuf));
 	else
-		log_debug("database connection %d: connect failed: %s", c->idx, c->errbuf);
+		snprintf(c->errbuf, sizeof(c->errbuf), "cannot connect to the database: %s", why);
+	if (!c->quiet)
+		log_warn("database connection %d: %s", c->idx, c->errbuf);
+	else
+		log_debug("database connection %d: %s", c->idx, c->errbuf);
 	c->quiet = true;
 	conn_close(c);
 	st->connect_failed = true;

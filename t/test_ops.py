@@ -249,6 +249,23 @@ class TestPostgresLog(harness.TestCase):
         for line in out.splitlines():
             self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[\d+\] [A-Z]+ ", out)
 
+    def test_lost_database_reconnects_say_where_on_one_line(self):
+        """At run time too: a worker that cannot reconnect logs where and why, on one line."""
+        pg = harness.PgCluster()
+        srv = harness.Server(db_url=pg, name="lost", workers=1, extra=["--pg-notify=false"]).start()
+        try:
+            self.assertOk(srv.rpc("stream.version", "x-1"))
+            pg.stop("fast")
+            want = ("cannot connect to the database at 127.0.0.1:%d: Connection refused. Is the server running on "
+                    "that host and accepting TCP/IP connections?" % pg.port)
+            r = srv.rpc("stream.version", "x-1", timeout=20)
+            self.assertEqual(r.status, 503, r)
+            self.assertTrue(harness.wait_until(lambda: want in srv.output(), 10), srv.output())
+            self.assertRegex(srv.output(), r"(?m)^\S+ \[\d+\] WARN database connection \d+: %s$" % re.escape(want))
+        finally:
+            srv.stop()
+            pg.destroy()
+
     def test_notices_go_through_the_logger(self):
         """A NOTICE and a WARNING raised on the write listener's connection (a trigger on its heartbeat
         table), and the migrations' routine NOTICEs, arrive as JSON log lines at debug and warn."""
