@@ -217,27 +217,13 @@ pg_of(struct store *s)
 	return st;
 }
 
-/* libpq's (multi-line) message folded onto one line for the log, copied
- * into c->errbuf so it survives PQfinish and PQclear. */
+/* libpq's (multi-line) message on one line for the log, its lines joined
+ * as sentences (store_pg_one_line), copied into c->errbuf so it survives
+ * PQfinish and PQclear. */
 static const char *
 conn_errmsg(struct pg_conn *c, const char *msg)
 {
-	size_t n = 0;
-	bool space = false;
-
-	if (msg == NULL || *msg == '\0')
-		msg = "unknown error";
-	for (; *msg != '\0' && n + 1 < sizeof(c->errbuf); msg++) {
-		if (*msg == '\n' || *msg == '\t' || *msg == ' ') {
-			space = n > 0;
-			continue;
-		}
-		if (space && n + 2 < sizeof(c->errbuf))
-			c->errbuf[n++] = ' ';
-		space = false;
-		c->errbuf[n++] = *msg;
-	}
-	c->errbuf[n] = '\0';
+	store_pg_one_line(msg == NULL || *msg == '\0' ? "unknown error" : msg, c->errbuf, sizeof(c->errbuf));
 	return c->errbuf;
 }
 
