@@ -207,7 +207,7 @@ fetch(struct exporter *x, const char *category, int64_t position, json_object **
 	}
 	if (r.status != 200) {
 		utf8_snprintf(x->err, sizeof(x->err), "failed to fetch messages: HTTP %d: %.*s", r.status,
-		         (int)evbuffer_get_length(body), (const char *)evbuffer_pullup(body, -1));
+		              (int)evbuffer_get_length(body), (const char *)evbuffer_pullup(body, -1));
 		goto out;
 	}
 	{

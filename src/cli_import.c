@@ -157,7 +157,8 @@ on_event(const char *json, size_t len, char *err, size_t errlen)
 		json_object_object_get_ex(ev, "message", &msg);
 		json_object_object_get_ex(ev, "line", &line);
 		utf8_snprintf(err, errlen, "%s: %s (line %lld)", json_object_get_string(o),
-		         msg ? json_object_get_string(msg) : "", (long long)(line ? json_object_get_int64(line) : 0));
+		              msg ? json_object_get_string(msg) : "",
+		              (long long)(line ? json_object_get_int64(line) : 0));
 		rc = -1;
 	} else if (json_object_object_get_ex(ev, "done", &o) && json_object_get_boolean(o)) {
 		json_object *n = NULL, *el = NULL;
@@ -167,7 +168,8 @@ on_event(const char *json, size_t len, char *err, size_t errlen)
 		json_object_object_get_ex(ev, "imported", &n);
 		json_object_object_get_ex(ev, "elapsed", &el);
 		k = n ? json_object_get_int64(n) : 0;
-		fprintf(stderr, "\rImported: %lld %s in %s\n", (long long)k, cli_events(k), el ? json_object_get_string(el) : "?");
+		fprintf(stderr, "\rImported: %lld %s in %s\n", (long long)k, cli_events(k),
+		        el ? json_object_get_string(el) : "?");
 		rc = 1;
 	} else {
 		json_object *n = NULL, *g = NULL;
@@ -223,7 +225,7 @@ read_events(struct cli_conn *c, char *err, size_t errlen)
 		while ((n = cli_read_body(c, &r, &b, buf, err, errlen)) > 0 && evbuffer_get_length(buf) < 65536)
 			;
 		utf8_snprintf(err, errlen, "server error (HTTP %d): %.*s", r.status, (int)evbuffer_get_length(buf),
-		         (const char *)evbuffer_pullup(buf, -1));
+		              (const char *)evbuffer_pullup(buf, -1));
 		goto out;
 	}
 	for (;;) {

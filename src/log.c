@@ -79,8 +79,8 @@ const char *
 log_signal_name(int sig)
 {
 	switch (sig) {
-#define SIGNAME(s) \
-	case s: \
+#define SIGNAME(s)                                                                                                     \
+	case s:                                                                                                        \
 		return #s
 		SIGNAME(SIGHUP);
 		SIGNAME(SIGINT);

@@ -14,7 +14,8 @@
 static void
 banner(FILE *out)
 {
-	fprintf(out, "EventoDB %s: an HTTP event store on PostgreSQL or its embedded SQLite store\n\n", PACKAGE_VERSION);
+	fprintf(out, "EventoDB %s: an HTTP event store on PostgreSQL or its embedded SQLite store\n\n",
+	        PACKAGE_VERSION);
 }
 
 static void
@@ -54,7 +55,8 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-v") == 0) {
 		if (argc > 2 && (strcmp(argv[2], "--full") == 0 || strcmp(argv[2], "-f") == 0)) {
 			banner(stdout);
-			printf("Version: %s\nCommit: %s\nBuilt: %s %s\n", PACKAGE_VERSION, EVENTODB_COMMIT, __DATE__, __TIME__);
+			printf("Version: %s\nCommit: %s\nBuilt: %s %s\n", PACKAGE_VERSION, EVENTODB_COMMIT, __DATE__,
+			       __TIME__);
 		} else {
 			printf("%s\n", PACKAGE_VERSION);
 		}

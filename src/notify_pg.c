@@ -224,8 +224,8 @@ on_notify(struct notify_pg *n, const char *payload)
 	}
 	return;
 bad:
-	log_debug("write listener: ignoring malformed notification '%.*s'", (int)utf8_prefix(payload, strlen(payload), 120),
-	          payload);
+	log_debug("write listener: ignoring malformed notification '%.*s'",
+	          (int)utf8_prefix(payload, strlen(payload), 120), payload);
 }
 
 /* Sends sql; its results are consumed by read_input. */

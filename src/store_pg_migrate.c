@@ -584,7 +584,8 @@ store_pg_load_namespaces(const char *url, void (*fn)(const struct ns_seed *, voi
 
 		memset(&seed, 0, sizeof(seed));
 		if (strlen(id) >= sizeof(seed.id) || strlen(hash) != sizeof(seed.token_hash) - 1) {
-			log_warn("namespace registry: skipping malformed row '%.*s'", (int)utf8_prefix(id, strlen(id), 80), id);
+			log_warn("namespace registry: skipping malformed row '%.*s'",
+			         (int)utf8_prefix(id, strlen(id), 80), id);
 			continue;
 		}
 		memcpy(seed.id, id, strlen(id) + 1);

@@ -656,7 +656,8 @@ migrate_namespace(const char *dir, const char *id, int *applied, char *err, size
 	int rc;
 
 	if (sq_ns_path(dir, id, path, sizeof(path)) < 0) {
-		log_warn("namespace registry: skipping unusable namespace id '%.*s'", (int)utf8_prefix(id, strlen(id), 80), id);
+		log_warn("namespace registry: skipping unusable namespace id '%.*s'",
+		         (int)utf8_prefix(id, strlen(id), 80), id);
 		return 0;
 	}
 	if (lstat(path, &sb) != 0 && errno == ENOENT) {

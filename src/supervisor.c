@@ -383,11 +383,13 @@ validate(const struct config *cfg, void (*report)(const char *msg))
 #define PROBLEM(...) (snprintf(msg, sizeof(msg), __VA_ARGS__), report(msg), bad++)
 	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
 		if (!cfg->test_mode)
-			PROBLEM("--db-url is required (or --test-mode, for the embedded store in a temporary directory)");
+			PROBLEM(
+			    "--db-url is required (or --test-mode, for the embedded store in a temporary directory)");
 	} else if ((be = store_backend_for(cfg->db_url, err, sizeof(err))) == NULL) {
 		PROBLEM("%s", err);
 	} else {
-		struct store_cfg sc = {.url = cfg->db_url, .data_dir = cfg->data_dir, .pool_size = (int)cfg->db_pool_size};
+		struct store_cfg sc = {
+		    .url = cfg->db_url, .data_dir = cfg->data_dir, .pool_size = (int)cfg->db_pool_size};
 		if (be->check != NULL && be->check(&sc, err, sizeof(err)) != 0)
 			PROBLEM("%s", err);
 	}
@@ -538,8 +540,8 @@ run(struct config *cfg)
 	sigprocmask(SIG_BLOCK, &h.blocked, &h.saved);
 	signal(SIGPIPE, SIG_IGN);
 
-	log_info("eventodb %s starting on %s:%lld (store %s, %u %s)", PACKAGE_VERSION, cfg->listen, (long long)cfg->port,
-	         h.backend->name, h.nworkers, workers_word(h.nworkers));
+	log_info("eventodb %s starting on %s:%lld (store %s, %u %s)", PACKAGE_VERSION, cfg->listen,
+	         (long long)cfg->port, h.backend->name, h.nworkers, workers_word(h.nworkers));
 	for (uint32_t i = 0; i < h.nworkers; i++)
 		if (spawn(i, false) < 0) {
 			fatal = true;
@@ -621,12 +623,14 @@ run(struct config *cfg)
 			shm_release_dead(h.shm, pid);
 			shm_worker(h.shm, slot)->ready = 0;
 			if (WIFSIGNALED(status))
-				log_msg(stopping ? LVL_INFO : LVL_ERROR, "worker %u (pid %d) exited on signal %d (%s)%s", slot + 1,
-				        (int)pid, WTERMSIG(status), log_signal_name(WTERMSIG(status)),
+				log_msg(stopping ? LVL_INFO : LVL_ERROR,
+				        "worker %u (pid %d) exited on signal %d (%s)%s", slot + 1, (int)pid,
+				        WTERMSIG(status), log_signal_name(WTERMSIG(status)),
 				        WCOREDUMP(status) ? ", core dumped" : "");
 			else
 				log_msg(stopping || WEXITSTATUS(status) == 0 ? LVL_INFO : LVL_ERROR,
-				        "worker %u (pid %d) exited with code %d", slot + 1, (int)pid, WEXITSTATUS(status));
+				        "worker %u (pid %d) exited with code %d", slot + 1, (int)pid,
+				        WEXITSTATUS(status));
 			if (stopping)
 				continue;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {

@@ -237,13 +237,15 @@ START_TEST(test_config_choices_and_reload)
 	char *flagged[] = {"--config", path, "--log-level", "info"};
 
 	ck_assert_int_eq(config_parse(&cfg, 2, loud, err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "--log-level: invalid value \"loud\" for log-level: must be one of debug, info, warn, error");
+	ck_assert_str_eq(err,
+	                 "--log-level: invalid value \"loud\" for log-level: must be one of debug, info, warn, error");
 	config_free(&cfg);
 	ck_assert_int_eq(config_parse(&cfg, 3, upper, err, sizeof(err)), 0);
 	config_free(&cfg);
 	setenv("EVENTODB_LOG_FORMAT", "xml", 1);
 	ck_assert_int_eq(config_parse(&cfg, 0, NULL, err, sizeof(err)), -1);
-	ck_assert_str_eq(err, "EVENTODB_LOG_FORMAT: invalid value \"xml\" for log-format: must be one of console, json");
+	ck_assert_str_eq(err,
+	                 "EVENTODB_LOG_FORMAT: invalid value \"xml\" for log-format: must be one of console, json");
 	config_free(&cfg);
 	unsetenv("EVENTODB_LOG_FORMAT");
 
@@ -451,8 +453,9 @@ START_TEST(test_log_escaping)
 	ck_assert_ptr_nonnull(nl);
 	ck_assert(nl[1] == '\0'); /* one line */
 	ck_assert(out[4] == '-' && out[10] == 'T' && out[19] == '.' && out[23] == 'Z' && out[24] == ' ');
-	ck_assert_str_eq(strstr(out, "] INFO "), "] INFO parsing time \"\\n2026-01-01 [1] ERROR forged\\r\\t\\x1b[31m\\x7f\" "
-	                                         "\\\\ \xc3\xa9 \\xff end\n");
+	ck_assert_str_eq(strstr(out, "] INFO "),
+	                 "] INFO parsing time \"\\n2026-01-01 [1] ERROR forged\\r\\t\\x1b[31m\\x7f\" "
+	                 "\\\\ \xc3\xa9 \\xff end\n");
 	free(out);
 	out = log_lines("json", msg);
 	nl = strchr(out, '\n');
