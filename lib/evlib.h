@@ -6,6 +6,7 @@
 #ifndef EVLIB_H
 #define EVLIB_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -78,6 +79,17 @@ bool sn_in_group(const char *stream, size_t len, int64_t member, int64_t size);
 /* ---- UTF-8 ------------------------------------------------------------- */
 /* Strict UTF-8 (no overlongs, no surrogates, max U+10FFFF). */
 bool utf8_valid(const char *s, size_t len);
+/* The length of the longest prefix of s (len bytes) that is at most max
+ * bytes and does not end inside a multi-byte character: where to cut text
+ * to a budget (a message, a log line) and keep it valid UTF-8. Looks only
+ * at the first min(len, max) bytes, so it also repairs text that snprintf
+ * has already cut (utf8_prefix(buf, strlen(buf), strlen(buf))). */
+size_t utf8_prefix(const char *s, size_t len, size_t max);
+/* snprintf that, when the text does not fit, cuts it on a character
+ * boundary (so a message holding client text stays valid UTF-8). Returns
+ * what vsnprintf returns. */
+int utf8_vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+int utf8_snprintf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- tokens: ns_<base64url(namespace)>_<64 hex> ------------------------- */
 #define TOKEN_NS_MAX 192 /* largest namespace id we decode */

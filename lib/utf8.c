@@ -1,7 +1,11 @@
 /*
  * Strict UTF-8 validation (RFC 3629): no overlong forms, no surrogates,
- * nothing above U+10FFFF. Used for request bodies and stream names.
+ * nothing above U+10FFFF. Used for request bodies and stream names. And
+ * the one place text is cut to a byte budget without splitting a character.
  */
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "evlib.h"
 
 bool utf8_valid(const char *s, size_t len)
@@ -46,4 +50,42 @@ bool utf8_valid(const char *s, size_t len)
 		i += n + 1;
 	}
 	return true;
+}
+
+size_t
+utf8_prefix(const char *s, size_t len, size_t max)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t m = len < max ? len : max, lead = m, need;
+
+	/* back over at most three continuation bytes to the last lead byte */
+	while (lead > 0 && m - lead < 3 && (p[lead - 1] & 0xc0) == 0x80)
+		lead--;
+	if (lead == 0 || (p[lead - 1] & 0xc0) != 0xc0)
+		return m; /* ends on ASCII (or is not UTF-8 to begin with) */
+	lead--;
+	need = p[lead] >= 0xf0 ? 4 : p[lead] >= 0xe0 ? 3 : 2;
+	return m - lead < need ? lead : m;
+}
+
+int
+utf8_vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
+{
+	int n = vsnprintf(buf, cap, fmt, ap);
+
+	if (n >= 0 && cap > 0 && (size_t)n >= cap)
+		buf[utf8_prefix(buf, cap - 1, cap - 1)] = '\0';
+	return n;
+}
+
+int
+utf8_snprintf(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = utf8_vsnprintf(buf, cap, fmt, ap);
+	va_end(ap);
+	return n;
 }

@@ -192,7 +192,7 @@ auth_autocreate(struct worker *w, const struct auth_result *a, auth_autocreate_c
 	ac->req.id = ac->ns;
 	ac->req.token_hash = ac->hash;
 	ac->req.description = "Auto-created in test mode";
-	ac->req.created_at = now_unix_us() / 1000000;
+	ac->req.created_at_us = now_unix_us();
 	/* as ns.create: a place in the table first, or nothing is created */
 	if (shm_ns_reserve(w->shm, ac->ns, &ac->ticket) == SHM_NS_RESERVE_FULL) {
 		free(ac);

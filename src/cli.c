@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "evlib.h"
 #include "jsonw.h"
 
 /* ---- flags ------------------------------------------------------------------ */
@@ -85,12 +86,18 @@ cli_start(const struct cli_flag *flags, void (*usage)(FILE *), int argc, char **
 		return true;
 	}
 	if (rc < 0) {
-		fprintf(stderr, "%s\n", err);
-		usage(stderr);
+		/* argv[0] is the command's name ("export") */
+		fprintf(stderr, "%s\nsee 'eventodb %s --help'\n", err, argv[0]);
 		*exit_code = 2;
 		return true;
 	}
 	return false;
+}
+
+const char *
+cli_events(int64_t n)
+{
+	return n == 1 ? "event" : "events";
 }
 
 int
@@ -318,7 +325,7 @@ cli_read_head(struct cli_conn *c, struct cli_resp *r, char *err, size_t errlen)
 	if (read_line(c, line, sizeof(line), err, errlen) != 0)
 		return -1;
 	if (strncmp(line, "HTTP/1.", 7) != 0 || strlen(line) < 12) {
-		snprintf(err, errlen, "not an HTTP response: %.80s", line);
+		snprintf(err, errlen, "not an HTTP response: %.*s", (int)utf8_prefix(line, strlen(line), 80), line);
 		return -1;
 	}
 	r->close = line[7] == '0';

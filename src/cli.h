@@ -37,9 +37,12 @@ struct cli_flag {
 int cli_flags_parse(const struct cli_flag *flags, int argc, char **argv, char *err, size_t errlen);
 void cli_flags_usage(FILE *out, const struct cli_flag *flags);
 /* Every command's start: parses the flags; -h/--help prints usage on stdout
- * (*exit_code 0), a bad flag prints the error and usage on stderr
- * (*exit_code 2). Returns true when the command must stop with *exit_code. */
+ * (*exit_code 0), a bad flag prints the error and where the help is on
+ * stderr (*exit_code 2). Returns true when the command must stop with
+ * *exit_code. */
 bool cli_start(const struct cli_flag *flags, void (*usage)(FILE *), int argc, char **argv, int *exit_code);
+/* "event" for 1, else "events": the progress lines count them. */
+const char *cli_events(int64_t n);
 
 /* ---- URLs and connections ------------------------------------------------ */
 

@@ -4,7 +4,9 @@
  * does: key order id, stream, type, pos, gpos, data, meta, time; data and
  * meta re-encoded the way Go encodes them (so the output does not depend on
  * the store: PostgreSQL's jsonb and the embedded store's text give the same
- * bytes); time in whole seconds. Time filters apply on this side.
+ * bytes); time at the stored precision, microseconds with trailing zeros
+ * trimmed (SPEC D22: the reference drops the fraction, so a backup lost it).
+ * Time filters apply on this side.
  */
 #include "autoconf.h"
 
@@ -102,7 +104,7 @@ static bool
 write_record(struct exporter *x, json_object *m)
 {
 	json_object *f[8];
-	int64_t t_us, sec;
+	int64_t t_us;
 	char tbuf[RFC3339_BUFLEN];
 
 	if (!json_object_is_type(m, json_type_array) || json_object_array_length(m) != 8)
@@ -116,8 +118,7 @@ write_record(struct exporter *x, json_object *m)
 		return true;
 	if (x->has_until && t_us >= x->until_us)
 		return true;
-	sec = t_us >= 0 ? t_us / 1000000 : -((-t_us + 999999) / 1000000);
-	rfc3339_format_sec(sec, tbuf);
+	rfc3339_format_us(t_us, tbuf);
 	jw_lit(x->out, "{\"id\":");
 	cli_json_go(x->out, f[0]);
 	jw_lit(x->out, ",\"stream\":");
@@ -206,8 +207,8 @@ fetch(struct exporter *x, const char *category, int64_t position, json_object **
 		x->connected = false;
 	}
 	if (r.status != 200) {
-		snprintf(x->err, sizeof(x->err), "failed to fetch messages: HTTP %d: %.*s", r.status,
-		         (int)evbuffer_get_length(body), (const char *)evbuffer_pullup(body, -1));
+		utf8_snprintf(x->err, sizeof(x->err), "failed to fetch messages: HTTP %d: %.*s", r.status,
+		              (int)evbuffer_get_length(body), (const char *)evbuffer_pullup(body, -1));
 		goto out;
 	}
 	{
@@ -281,7 +282,7 @@ export_category(struct exporter *x, const char *category)
 		json_object_put(page);
 		if (flush_out(x) != 0)
 			return -1;
-		fprintf(stderr, "\rExported: %lld events...", (long long)x->exported);
+		fprintf(stderr, "\rExported: %lld %s...", (long long)x->exported, cli_events(x->exported));
 	}
 }
 
@@ -353,7 +354,7 @@ cli_export_main(int argc, char **argv)
 	} else if (export_category(&x, "") != 0) {
 		goto fail;
 	}
-	fprintf(stderr, "\rExported: %lld events total\n", (long long)x.exported);
+	fprintf(stderr, "\rExported: %lld %s total\n", (long long)x.exported, cli_events(x.exported));
 	if (flush_out(&x) != 0)
 		goto fail;
 	if (x.gz != NULL) {

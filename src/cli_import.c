@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "cli.h"
+#include "evlib.h"
 
 #define IMPORT_CHUNK (64 * 1024)
 
@@ -155,24 +156,31 @@ on_event(const char *json, size_t len, char *err, size_t errlen)
 
 		json_object_object_get_ex(ev, "message", &msg);
 		json_object_object_get_ex(ev, "line", &line);
-		snprintf(err, errlen, "%s: %s (line %lld)", json_object_get_string(o),
-		         msg ? json_object_get_string(msg) : "", (long long)(line ? json_object_get_int64(line) : 0));
+		utf8_snprintf(err, errlen, "%s: %s (line %lld)", json_object_get_string(o),
+		              msg ? json_object_get_string(msg) : "",
+		              (long long)(line ? json_object_get_int64(line) : 0));
 		rc = -1;
 	} else if (json_object_object_get_ex(ev, "done", &o) && json_object_get_boolean(o)) {
 		json_object *n = NULL, *el = NULL;
 
+		int64_t k;
+
 		json_object_object_get_ex(ev, "imported", &n);
 		json_object_object_get_ex(ev, "elapsed", &el);
-		fprintf(stderr, "\rImported: %lld events in %s\n", (long long)(n ? json_object_get_int64(n) : 0),
+		k = n ? json_object_get_int64(n) : 0;
+		fprintf(stderr, "\rImported: %lld %s in %s\n", (long long)k, cli_events(k),
 		        el ? json_object_get_string(el) : "?");
 		rc = 1;
 	} else {
 		json_object *n = NULL, *g = NULL;
 
+		int64_t k;
+
 		json_object_object_get_ex(ev, "imported", &n);
 		json_object_object_get_ex(ev, "gpos", &g);
-		fprintf(stderr, "\rImported: %lld events (gpos: %lld)...",
-		        (long long)(n ? json_object_get_int64(n) : 0), (long long)(g ? json_object_get_int64(g) : 0));
+		k = n ? json_object_get_int64(n) : 0;
+		fprintf(stderr, "\rImported: %lld %s (gpos: %lld)...", (long long)k, cli_events(k),
+		        (long long)(g ? json_object_get_int64(g) : 0));
 		progress_shown = true;
 	}
 	json_object_put(ev);
@@ -216,8 +224,8 @@ read_events(struct cli_conn *c, char *err, size_t errlen)
 	if (r.status != 200) {
 		while ((n = cli_read_body(c, &r, &b, buf, err, errlen)) > 0 && evbuffer_get_length(buf) < 65536)
 			;
-		snprintf(err, errlen, "server error (HTTP %d): %.*s", r.status, (int)evbuffer_get_length(buf),
-		         (const char *)evbuffer_pullup(buf, -1));
+		utf8_snprintf(err, errlen, "server error (HTTP %d): %.*s", r.status, (int)evbuffer_get_length(buf),
+		              (const char *)evbuffer_pullup(buf, -1));
 		goto out;
 	}
 	for (;;) {

@@ -29,13 +29,14 @@ const struct option_def config_options[] = {
 	{"config", OPT_STR, NULL, false, OFF(config_file), 0, 0,
 	 "config file of name = value lines (flags and environment override it)"},
 	{"data-dir", OPT_STR, NULL, false, OFF(data_dir), 0, 0,
-	 "directory for the embedded store's files"},
+	 "directory of the embedded store's files (needed with sqlite://)"},
 	{"db-pool-size", OPT_INT, "4", false, OFF(db_pool_size), 1, 64,
 	 "database connections per worker"},
 	{"db-type", OPT_STR, NULL, false, OFF(db_type), 0, 0,
-	 "accepted for compatibility; only plain PostgreSQL is supported"},
+	 "accepted for compatibility and ignored: --db-url's scheme picks the store (postgres:// or sqlite://)"},
 	{"db-url", OPT_STR, NULL, false, OFF(db_url), 0, 0,
-	 "database URL: postgres://user:pass@host:port/db"},
+	 "the store: postgres://user:pass@host:port/db (PostgreSQL), or sqlite://FILE (the embedded store, "
+	 "FILE in --data-dir)"},
 	{"group", OPT_STR, NULL, false, OFF(group), 0, 0,
 	 "group to run as after binding (with --user; default: the user's group)"},
 	{"idle-timeout", OPT_INT, "120", false, OFF(idle_timeout), 1, 86400,
@@ -85,7 +86,8 @@ const struct option_def config_options[] = {
 	{"syslog", OPT_BOOL, "false", false, OFF(syslog), 0, 0,
 	 "log to syslog (facility daemon) instead of stderr"},
 	{"test-mode", OPT_BOOL, "false", false, OFF(test_mode), 0, 0,
-	 "test mode: optional auth, namespaces created on first use"},
+	 "test mode: optional auth, namespaces created on first use; the embedded store in a private temporary "
+	 "directory unless --db-url is given; 127.0.0.1 unless --listen is given"},
 	{"token", OPT_STR, NULL, false, OFF(token), 0, 0,
 	 "token of the default (admin) namespace"},
 	{"user", OPT_STR, NULL, false, OFF(user), 0, 0,
@@ -152,6 +154,40 @@ parse_bool(const char *s, bool *out)
 	return -1;
 }
 
+/* The options whose value is one of a fixed set (any case), checked
+ * wherever the value comes from: flag, environment, file, reload. */
+static const struct {
+	size_t offset;
+	const char *choices;
+} option_choices[] = {
+    {OFF(log_format), "console|json"},
+    {OFF(log_level), "debug|info|warn|error"},
+};
+
+static const char *
+choices_of(const struct option_def *o)
+{
+	for (size_t i = 0; i < sizeof(option_choices) / sizeof(option_choices[0]); i++)
+		if (option_choices[i].offset == o->offset)
+			return option_choices[i].choices;
+	return NULL;
+}
+
+/* val is one of the '|'-separated choices (case-insensitive). */
+static bool
+is_choice(const char *choices, const char *val)
+{
+	size_t n = strlen(val);
+
+	for (const char *p = choices; *p != '\0';) {
+		size_t len = strcspn(p, "|");
+		if (len == n && n > 0 && strncasecmp(p, val, n) == 0)
+			return true;
+		p += len + (p[len] == '|');
+	}
+	return false;
+}
+
 /* Sets one option from text. source names where it came from, for errors. */
 static int
 set_option(struct config *cfg, const struct option_def *o, const char *val, const char *source,
@@ -164,7 +200,22 @@ set_option(struct config *cfg, const struct option_def *o, const char *val, cons
 	switch (o->type) {
 	case OPT_STR: {
 		char **dst = (char **)base;
-		char *copy = strdup(val);
+		const char *choices = choices_of(o);
+		char *copy;
+		if (choices != NULL && !is_choice(choices, val)) {
+			char list[128];
+			size_t n = 0;
+			for (const char *p = choices; *p != '\0' && n + 3 < sizeof(list); p++) {
+				if (*p == '|')
+					list[n++] = ',', list[n++] = ' ';
+				else
+					list[n++] = *p;
+			}
+			list[n] = '\0';
+			return errf(err, errlen, "%s: invalid value \"%s\" for %s: must be one of %s", source, val, o->name,
+			            list), -1;
+		}
+		copy = strdup(val);
 		if (copy == NULL)
 			return errf(err, errlen, "out of memory"), -1;
 		free(*dst);
@@ -234,21 +285,26 @@ flagged(const struct config *cfg, const struct option_def *o)
 	return idx < 64 && (cfg->flag_set >> idx & 1);
 }
 
-/* On reload, a changed option that cannot change at run time is reported,
- * not applied (flags given on the command line still win over files). */
-static void
-note_ignored(struct config *cfg, const struct option_def *o, const char *val, const char *source)
+/* On reload, a value that is not applied (a flag given on the command line
+ * wins, or the option cannot change at run time) is still checked, as at
+ * start-up: a bad one fails the reload (-1, err set). A changed option that
+ * cannot change at run time is reported, not applied. */
+static int
+note_ignored(struct config *cfg, const struct option_def *o, const char *val, const char *source, char *err,
+             size_t errlen)
 {
 	struct config tmp;
-	char err[256];
 	bool differs;
 
-	if (o->offset == OFF(config_file) || flagged(cfg, o))
-		return;
+	if (o->offset == OFF(config_file))
+		return 0;
 	memset(&tmp, 0, sizeof(tmp));
-	if (set_option(&tmp, o, val, source, err, sizeof(err)) != 0) {
-		log_warn("reload: %s", err);
-		return;
+	if (set_option(&tmp, o, val, source, err, errlen) != 0)
+		return -1;
+	if (flagged(cfg, o)) {
+		if (o->type == OPT_STR)
+			free(*(char **)((char *)&tmp + o->offset));
+		return 0;
 	}
 	if (o->type == OPT_STR) {
 		const char *a = *(char **)((char *)cfg + o->offset), *b = *(char **)((char *)&tmp + o->offset);
@@ -261,6 +317,7 @@ note_ignored(struct config *cfg, const struct option_def *o, const char *val, co
 	}
 	if (differs)
 		log_warn("reload: %s changed (%s) but only takes effect after a restart; ignored", o->name, source);
+	return 0;
 }
 
 /* Reads name = value lines; '#' starts a comment; values may be "quoted". */
@@ -304,10 +361,11 @@ read_file(struct config *cfg, const char *path, bool reload_only, char *err, siz
 			return -1;
 		}
 		snprintf(src, sizeof(src), "%s:%d", path, lineno);
-		if (reload_only && flagged(cfg, o))
-			continue;
-		if (reload_only && !o->reloadable) {
-			note_ignored(cfg, o, val, src);
+		if (reload_only && (flagged(cfg, o) || !o->reloadable)) {
+			if (note_ignored(cfg, o, val, src, err, errlen) != 0) {
+				fclose(f);
+				return -1;
+			}
 			continue;
 		}
 		if (set_option(cfg, o, val, src, err, errlen) != 0) {
@@ -334,10 +392,10 @@ read_env(struct config *cfg, bool reload_only, char *err, size_t errlen)
 		v = getenv(name);
 		if (v == NULL || *v == '\0')
 			continue;
-		if (reload_only && flagged(cfg, o))
-			continue;
-		if (reload_only && !o->reloadable) {
-			note_ignored(cfg, o, v, name);
+		if (reload_only && (flagged(cfg, o) || !o->reloadable)) {
+			/* (a bad number keeps the default, as at start-up) */
+			if (note_ignored(cfg, o, v, name, tmp, sizeof(tmp)) != 0 && o->type != OPT_INT)
+				return errf(err, errlen, "%s", tmp), -1;
 			continue;
 		}
 		/* Like the reference server, a bad number in the environment keeps the default. */
@@ -415,9 +473,35 @@ config_parse(struct config *cfg, int argc, char **argv, char *err, size_t errlen
 int
 config_reload(struct config *cfg, char *err, size_t errlen)
 {
-	if (cfg->config_file != NULL && read_file(cfg, cfg->config_file, true, err, errlen) != 0)
-		return -1;
-	return read_env(cfg, true, err, errlen);
+	struct config next = *cfg;
+	int rc = 0;
+
+	/* read into a copy, take it only when every value is good */
+	for (const struct option_def *o = config_options; o->name; o++) {
+		char **p = (char **)((char *)&next + o->offset);
+		if (o->type == OPT_STR && *p != NULL && (*p = strdup(*p)) == NULL)
+			rc = -1;
+	}
+	if (rc != 0)
+		errf(err, errlen, "out of memory");
+	else if (next.config_file != NULL && read_file(&next, next.config_file, true, err, errlen) != 0)
+		rc = -1;
+	else if (read_env(&next, true, err, errlen) != 0)
+		rc = -1;
+	for (const struct option_def *o = config_options; o->name; o++) {
+		char *dst = (char *)cfg + o->offset, *src = (char *)&next + o->offset;
+		if (rc == 0 && o->reloadable) {
+			if (o->type == OPT_STR) {
+				free(*(char **)dst);
+				*(char **)dst = *(char **)src;
+				*(char **)src = NULL;
+			} else {
+				memcpy(dst, src, o->type == OPT_BOOL ? sizeof(bool) : sizeof(int64_t));
+			}
+		}
+	}
+	config_free(&next);
+	return rc;
 }
 
 void

@@ -233,8 +233,8 @@ fail(struct import *imp, const char *code, int64_t line, const char *fmt, ...)
 	imp->err = true;
 	imp->err_code = code;
 	imp->err_line = line;
-	va_start(ap, fmt);
-	vsnprintf(imp->err_msg, sizeof(imp->err_msg), fmt, ap);
+	va_start(ap, fmt); /* cut on a character boundary: client text */
+	utf8_vsnprintf(imp->err_msg, sizeof(imp->err_msg), fmt, ap);
 	va_end(ap);
 }
 

@@ -25,7 +25,7 @@ errf(struct irec_error *e, const char *code, const char *fmt, ...)
 
 	e->code = code;
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	utf8_vsnprintf(e->msg, sizeof(e->msg), fmt, ap); /* cut on a character boundary: client text */
 	va_end(ap);
 	return -1;
 }
@@ -226,7 +226,7 @@ irec_parse(struct json_tokener *tok, const char *p, size_t n, int64_t lineno, st
 #define BAD(...)                                                                                                       \
 	do {                                                                                                           \
 		char why_[256];                                                                                        \
-		snprintf(why_, sizeof(why_), __VA_ARGS__);                                                             \
+		utf8_snprintf(why_, sizeof(why_), __VA_ARGS__);                                                        \
 		errf(err, "INVALID_RECORD", "invalid record at line %lld: %s", L, why_);                               \
 		goto out;                                                                                              \
 	} while (0)
@@ -254,7 +254,8 @@ irec_parse(struct json_tokener *tok, const char *p, size_t n, int64_t lineno, st
 	tstr = json_object_get_string(o);
 	tslen = (size_t)json_object_get_string_len(o);
 	if (rfc3339_parse(tstr, tslen, false, &t_us) != 0)
-		BAD("invalid time format: parsing time \"%.64s\" as RFC 3339 failed", tstr);
+		BAD("invalid time format: parsing time \"%.*s\" as RFC 3339 failed", (int)utf8_prefix(tstr, tslen, 64),
+		    tstr);
 #undef BAD
 	memset(r, 0, sizeof(*r));
 	r->position = pos;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "jsonspan.h"
+#include "jsonw.h"
 
 static size_t
 skip_ws(const char *s, size_t n, size_t i)
@@ -174,53 +175,52 @@ jspan_member(const char *s, size_t n, const char *key, const char **at, size_t *
 	return found;
 }
 
+size_t
+jspan_count_members(const char *s, size_t n)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '"')
+			i = skip_string(s, n, i) - 1;
+		else if (s[i] == ':')
+			count++;
+	}
+	return count;
+}
+
+/* Every \u escape of a UTF-16 surrogate is one of a pair, high then low.
+ * (In JSON text a backslash occurs only inside strings.) */
+static bool
+surrogates_paired(const char *s, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i++) {
+		long cp, lo;
+
+		if (s[i] != '\\')
+			continue;
+		if (s[++i] != 'u' || i + 4 >= n)
+			continue;
+		cp = hex4(s + i + 1);
+		i += 4;
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return false; /* a low surrogate alone */
+		if (cp < 0xd800 || cp > 0xdbff)
+			continue;
+		if (i + 6 >= n || s[i + 1] != '\\' || s[i + 2] != 'u')
+			return false; /* a high surrogate without its low half */
+		lo = hex4(s + i + 3);
+		if (lo < 0xdc00 || lo > 0xdfff)
+			return false;
+		i += 6;
+	}
+	return true;
+}
+
 long
 jspan_compact(const char *s, size_t n, char *out)
 {
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char ch = s[i];
-
-		if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
-			continue;
-		if (ch != '"') {
-			out[o++] = ch;
-			continue;
-		}
-		/* a string, copied as is; its \u escapes of surrogates checked */
-		out[o++] = ch;
-		for (i++; i < n; i++) {
-			long cp, lo;
-			char e;
-
-			ch = s[i];
-			out[o++] = ch;
-			if (ch == '"')
-				break;
-			if (ch != '\\' || i + 1 >= n)
-				continue;
-			e = s[++i];
-			out[o++] = e;
-			if (e != 'u' || i + 4 >= n)
-				continue;
-			cp = hex4(s + i + 1);
-			memcpy(out + o, s + i + 1, 4);
-			o += 4;
-			i += 4;
-			if (cp >= 0xdc00 && cp <= 0xdfff)
-				return -1; /* a low surrogate alone */
-			if (cp < 0xd800 || cp > 0xdbff)
-				continue;
-			if (i + 6 >= n || s[i + 1] != '\\' || s[i + 2] != 'u')
-				return -1; /* a high surrogate without its low half */
-			lo = hex4(s + i + 3);
-			if (lo < 0xdc00 || lo > 0xdfff)
-				return -1;
-			memcpy(out + o, s + i + 1, 6);
-			o += 6;
-			i += 6;
-		}
-	}
-	return (long)o;
+	if (!surrogates_paired(s, n))
+		return -1;
+	return (long)jw_compact_to(s, n, out);
 }

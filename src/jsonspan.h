@@ -21,6 +21,11 @@ bool jspan_elem(const char *s, size_t n, size_t i, const char **at, size_t *len)
  * key repeats: json-c keeps the last). Keys are compared decoded. */
 bool jspan_member(const char *s, size_t n, const char *key, const char **at, size_t *len);
 
+/* Object members in the JSON text s, at every depth (one ':' outside
+ * strings each): against json-c's tree, which keeps one member per key,
+ * more here means a key repeats somewhere. */
+size_t jspan_count_members(const char *s, size_t n);
+
 /* The compact copy of JSON text s into out (room for n bytes); returns its
  * length, or -1 when a string holds a \u escape of an unpaired UTF-16
  * surrogate (PostgreSQL's jsonb refuses those; both stores answer alike). */

@@ -143,6 +143,75 @@ time_to(jw_add_fn add, void *b, int64_t us)
 	add(b, buf, n + 2);
 }
 
+/* JSON's four whitespace bytes; everything else outside a string is kept. */
+static const unsigned char is_blank[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
+
+size_t
+jw_compact_to(const char *str, size_t len, char *out)
+{
+	const char *s = str, *end = str + len;
+	size_t o = 0;
+
+	while (s < end) {
+		unsigned char c = (unsigned char)*s++;
+		const char *q, *bs;
+		size_t n;
+
+		if (is_blank[c])
+			continue;
+		out[o++] = (char)c;
+		if (c != '"')
+			continue;
+		/* A string, copied in runs up to its closing quote: a quote
+		 * after a backslash is escaped (the backslash takes the next
+		 * byte with it) and does not end it. The candidate quote is
+		 * searched again only once an escape has passed it, so the
+		 * copy stays linear. memmove: out may be str. */
+		q = NULL;
+		while (s < end) {
+			const char *stop;
+
+			if (q == NULL || q < s) {
+				q = memchr(s, '"', (size_t)(end - s));
+				if (q == NULL)
+					q = end; /* unterminated: the rest */
+			}
+			stop = q < end ? q + 1 : end;
+			bs = memchr(s, '\\', (size_t)(stop - s));
+			n = (size_t)((bs == NULL ? stop : bs + 2 < end ? bs + 2 : end) - s);
+			memmove(out + o, s, n);
+			o += n;
+			s += n;
+			if (bs == NULL)
+				break;
+		}
+	}
+	return o;
+}
+
+static void
+compact_e(struct evbuffer *b, const char *s, size_t len)
+{
+	struct evbuffer_iovec v;
+
+	if (len == 0)
+		return;
+	/* one contiguous reservation of the worst case (nothing removed); the
+	 * commit gives back what the copy did not use */
+	if (evbuffer_reserve_space(b, (ev_ssize_t)len, &v, 1) != 1)
+		return;
+	v.iov_len = jw_compact_to(s, len, v.iov_base);
+	evbuffer_commit_space(b, &v, 1);
+}
+
+static void
+compact_w(struct wbuf *b, const char *s, size_t len)
+{
+	if (len == 0 || !wb_reserve(b, len))
+		return;
+	b->len += jw_compact_to(s, len, b->p + b->len);
+}
+
 #define JW_DEFINE(sfx, type, add)                                                                                      \
 	void jw_str_##sfx(type *b, const char *s, size_t len) { str_to(add, b, s, len); }                              \
 	void jw_cstr_##sfx(type *b, const char *s)                                                                     \
@@ -159,7 +228,8 @@ time_to(jw_add_fn add, void *b, int64_t us)
 		str_to(add, b, key, strlen(key));                                                                      \
 		add(b, ":", 1);                                                                                        \
 	}                                                                                                              \
-	void jw_time_us_##sfx(type *b, int64_t us) { time_to(add, b, us); }
+	void jw_time_us_##sfx(type *b, int64_t us) { time_to(add, b, us); }                                           \
+	void jw_compact_##sfx(type *b, const char *s, size_t len) { compact_##sfx(b, s, len); }
 
 JW_DEFINE(e, struct evbuffer, add_e)
 JW_DEFINE(w, struct wbuf, add_w)

@@ -14,6 +14,8 @@ int log_open(const char *file, int use_syslog, char *err, size_t errlen);
 /* Reopens the log file (after rotation); no-op for stderr and syslog. */
 int log_reopen(void);
 int log_enabled(enum log_level lvl);
+/* "SIGKILL" for 9: log lines name signals; "signal" for one not known. */
+const char *log_signal_name(int sig);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) do { if (log_enabled(LVL_DEBUG)) log_msg(LVL_DEBUG, __VA_ARGS__); } while (0)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "commit.h"
 #include "config.h"
 #include "proctitle.h"
 #include "supervisor.h"
@@ -13,7 +14,8 @@
 static void
 banner(FILE *out)
 {
-	fprintf(out, "EventoDB %s: an HTTP event store on PostgreSQL\n\n", PACKAGE_VERSION);
+	fprintf(out, "EventoDB %s: an HTTP event store on PostgreSQL or its embedded SQLite store\n\n",
+	        PACKAGE_VERSION);
 }
 
 static void
@@ -53,7 +55,8 @@ main(int argc, char **argv)
 	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-v") == 0) {
 		if (argc > 2 && (strcmp(argv[2], "--full") == 0 || strcmp(argv[2], "-f") == 0)) {
 			banner(stdout);
-			printf("Version: %s\nCommit: %s\nBuilt: %s %s\n", PACKAGE_VERSION, "unknown", __DATE__, __TIME__);
+			printf("Version: %s\nCommit: %s\nBuilt: %s %s\n", PACKAGE_VERSION, EVENTODB_COMMIT, __DATE__,
+			       __TIME__);
 		} else {
 			printf("%s\n", PACKAGE_VERSION);
 		}
@@ -85,13 +88,11 @@ main(int argc, char **argv)
 			break;
 		}
 	if (config_parse(&cfg, argc - 1, argv + 1, err, sizeof(err)) != 0) {
-		fprintf(stderr, "eventodb: %s\n", err);
+		/* the error, and where to look: 65 lines of usage would scroll
+		 * the one line that matters away */
+		fprintf(stderr, "eventodb: %s\nsee 'eventodb help'\n", err);
 		config_free(&cfg);
-		if (check)
-			return 1;
-		fprintf(stderr, "\n");
-		usage(stderr);
-		return 2;
+		return check ? 1 : 2;
 	}
 	rc = check ? supervisor_check_config(&cfg) : supervisor_run(&cfg);
 	config_free(&cfg);

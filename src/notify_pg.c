@@ -42,6 +42,7 @@
 #include "ring.h"
 #include "shm.h"
 #include "sse.h"
+#include "store_pg.h"
 #include "worker.h"
 
 #define NOTIFY_CHANNEL "eventodb"
@@ -100,8 +101,15 @@ static void
 drop(struct notify_pg *n, const char *why)
 {
 	if (n->pg != NULL) {
+		char line[1024];
+
+		/* libpq's text as one line; a failed connect says where to */
+		if (n->state == N_CONNECTING && why == PQerrorMessage(n->pg))
+			store_pg_connect_error(n->pg, line, sizeof(line));
+		else
+			store_pg_one_line(why, line, sizeof(line));
 		/* one warning per outage, not one a second */
-		log_msg(n->failures == 0 ? LVL_WARN : LVL_DEBUG, "write listener: %s; reconnecting in %d ms", why,
+		log_msg(n->failures == 0 ? LVL_WARN : LVL_DEBUG, "write listener: %s; reconnecting in %d ms", line,
 		        n->backoff_ms);
 		n->failures++;
 		PQfinish(n->pg);
@@ -225,7 +233,8 @@ on_notify(struct notify_pg *n, const char *payload)
 	}
 	return;
 bad:
-	log_debug("write listener: ignoring malformed notification '%.120s'", payload);
+	log_debug("write listener: ignoring malformed notification '%.*s'",
+	          (int)utf8_prefix(payload, strlen(payload), 120), payload);
 }
 
 /* Sends sql; its results are consumed by read_input. */
@@ -366,9 +375,12 @@ connect_start(struct notify_pg *n)
 	n->pg = PQconnectStartParams(keys, vals, 1);
 	if (n->pg == NULL)
 		return drop(n, "out of memory");
+	/* its notices (a trigger's, libpq's own) through our logger, not
+	 * libpq's default processor on stderr */
+	store_pg_log_notices(n->pg);
+	n->state = N_CONNECTING;
 	if (PQstatus(n->pg) == CONNECTION_BAD)
 		return drop(n, PQerrorMessage(n->pg));
-	n->state = N_CONNECTING;
 	if (watch(n, EV_WRITE) != 0)
 		drop(n, "cannot watch the socket");
 }

@@ -119,8 +119,10 @@ rpc_failf(struct rpc_ctx *c, const char *code, const char *fmt, ...)
 	char msg[2048];
 	va_list ap;
 
+	/* the text may hold client strings of any length: a cut keeps it
+	 * valid UTF-8, so the JSON error body stays valid */
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	utf8_vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	rpc_fail(c, code, msg, NULL);
 }
@@ -273,13 +275,17 @@ rpc_write_message(struct wbuf *b, const struct store_msg *m, bool with_stream)
 	jw_lit(b, ",");
 	jw_i64(b, m->global_position);
 	jw_lit(b, ",");
+	/* compact from every store (SPEC D21); keys stay in the order the
+	 * store keeps them: PostgreSQL's jsonb its own normalized order (keys
+	 * of fewer bytes first, then byte-wise; the last of duplicate keys
+	 * wins), the embedded store the order the client sent */
 	if (m->data != NULL)
-		jw_raw(b, m->data, strlen(m->data));
+		jw_compact(b, m->data, strlen(m->data));
 	else
 		jw_lit(b, "null");
 	jw_lit(b, ",");
 	if (m->metadata != NULL)
-		jw_raw(b, m->metadata, strlen(m->metadata));
+		jw_compact(b, m->metadata, strlen(m->metadata));
 	else
 		jw_lit(b, "null");
 	jw_lit(b, ",");

@@ -1,7 +1,8 @@
 /*
  * Namespace methods: ns.create, ns.delete, ns.list, ns.info (admin rights
  * per SPEC D1, ids per D11, real counts per D3), ns.streams and
- * ns.categories (the caller's own namespace). A successful create or delete
+ * ns.categories (the caller's own namespace). Every time is the stored one,
+ * in microseconds, trimmed (SPEC D12). A successful create or delete
  * also updates the shared namespace table, so every worker authenticates the
  * new token (or refuses the old one) at once.
  */
@@ -9,7 +10,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "auth.h"
 #include "evlib.h"
@@ -54,15 +54,6 @@ ns_id_arg(struct rpc_ctx *c, const char *method, const char *what)
 	return 0;
 }
 
-static void
-now_rfc3339(char *buf)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	rfc3339_format_ns(ts.tv_sec, ts.tv_nsec, buf);
-}
-
 /* ---- ns.create ---------------------------------------------------------- */
 
 static void
@@ -71,7 +62,6 @@ create_done(const struct store_reply *r, void *arg)
 	struct rpc_ctx *c = arg;
 	struct wbuf *b = &c->resp->buf;
 	uint8_t hash[32];
-	char ts[RFC3339_BUFLEN];
 
 	if (r->status != ST_OK)
 		shm_ns_release(c->w->shm, c->nsid, (uint64_t)c->num);
@@ -85,9 +75,9 @@ create_done(const struct store_reply *r, void *arg)
 	if (shm_ns_put(c->w->shm, c->nsid, hash) != 0)
 		log_error("namespace table full: '%s' is created but cannot authenticate until restart", c->nsid);
 	log_info("namespace created namespace=%s", c->nsid);
-	now_rfc3339(ts);
+	/* the time the registry holds, so ns.info and ns.list say the same */
 	jw_lit(b, "{\"createdAt\":");
-	jw_cstr(b, ts);
+	jw_time_us(b, c->u.nsc.created_at_us);
 	jw_lit(b, ",\"namespace\":");
 	jw_cstr(b, c->nsid);
 	jw_lit(b, ",\"token\":");
@@ -142,7 +132,7 @@ rpc_ns_create(struct rpc_ctx *c)
 	c->num = (int64_t)ticket;
 	q->id = c->nsid;
 	q->description = desc;
-	q->created_at = now_unix_us() / 1000000;
+	q->created_at_us = now_unix_us();
 	q->token_hash = c->hash;
 	if (STORE(c)->ops->ns_create(STORE(c), q, create_done, c) != 0) {
 		shm_ns_release(c->w->shm, c->nsid, ticket);
@@ -157,7 +147,6 @@ delete_done(const struct store_reply *r, void *arg)
 {
 	struct rpc_ctx *c = arg;
 	struct wbuf *b = &c->resp->buf;
-	char ts[RFC3339_BUFLEN];
 
 	if (r->status == ST_NS_NOT_FOUND)
 		return rpc_failf(c, "NAMESPACE_NOT_FOUND", "Namespace '%s' not found", c->nsid);
@@ -165,9 +154,8 @@ delete_done(const struct store_reply *r, void *arg)
 		return rpc_fail_store(c, r, "Failed to delete namespace");
 	shm_ns_remove(c->w->shm, c->nsid);
 	log_info("namespace deleted namespace=%s messages=%lld", c->nsid, (long long)r->value);
-	now_rfc3339(ts);
 	jw_lit(b, "{\"deletedAt\":");
-	jw_cstr(b, ts);
+	jw_time_us(b, now_unix_us());
 	jw_lit(b, ",\"messagesDeleted\":");
 	jw_i64(b, r->value);
 	jw_lit(b, ",\"namespace\":");
@@ -196,14 +184,7 @@ static void
 write_ns_row(struct wbuf *b, const struct store_ns_row *n, bool info)
 {
 	jw_lit(b, "{\"createdAt\":");
-	{
-		char ts[RFC3339_BUFLEN + 2];
-		size_t len;
-		ts[0] = '"';
-		len = rfc3339_format_sec(n->created_at, ts + 1);
-		ts[len + 1] = '"';
-		jw_raw(b, ts, len + 2);
-	}
+	jw_time_us(b, n->created_at_us);
 	jw_lit(b, ",\"description\":");
 	jw_cstr(b, n->description ? n->description : "");
 	if (info) {
@@ -288,12 +269,10 @@ streams_done(const struct store_reply *r, void *arg)
 	jw_lit(b, "[");
 	for (size_t i = 0; i < r->nrows; i++) {
 		const struct store_stream_row *s = &r->streams[i];
-		char ts[RFC3339_BUFLEN];
 		if (i > 0)
 			jw_lit(b, ",");
-		rfc3339_format_sec(s->last_activity_us / 1000000 - (s->last_activity_us % 1000000 < 0), ts);
 		jw_lit(b, "{\"lastActivity\":");
-		jw_cstr(b, ts);
+		jw_time_us(b, s->last_activity_us);
 		jw_lit(b, ",\"stream\":");
 		jw_cstr(b, s->stream);
 		jw_lit(b, ",\"version\":");

@@ -85,48 +85,86 @@ write_done(const struct store_reply *r, void *arg)
 	}
 }
 
+/* Object members in json-c's tree below o, o's own included. */
+static size_t
+tree_members(json_object *o)
+{
+	size_t n = 0;
+
+	if (json_object_is_type(o, json_type_object)) {
+		json_object_object_foreach(o, k, v) {
+			(void)k;
+			n += 1 + tree_members(v);
+		}
+	} else if (json_object_is_type(o, json_type_array)) {
+		for (size_t i = 0, len = json_object_array_length(o); i < len; i++)
+			n += tree_members(json_object_array_get_idx(o, i));
+	}
+	return n;
+}
+
+/* One of data or metadata appended to b, NUL-terminated: the client's text
+ * compacted, or, when a key repeats somewhere (the stores would disagree:
+ * jsonb keeps the last, a text copy both), json-c's reading of it, where
+ * the last wins as in jsonb. -1 for an unpaired surrogate escape. */
+static int
+payload_text(json_object *o, const char *span, size_t len, struct wbuf *b)
+{
+	long n;
+
+	if (jspan_count_members(span, len) != tree_members(o)) {
+		size_t tlen;
+		const char *t =
+		    json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &tlen);
+		wb_add(b, t, tlen);
+		wb_add(b, "", 1);
+		return 0;
+	}
+	if (!wb_reserve(b, len + 1))
+		return 0; /* b->failed says so */
+	n = jspan_compact(span, len, b->p + b->len);
+	if (n < 0)
+		return -1;
+	b->len += (size_t)n;
+	wb_add(b, "", 1);
+	return 0;
+}
+
 /*
  * data and metadata as the client wrote them (SPEC D21: numbers exact,
  * integers beyond 64 bits included), compacted, into the response buffer,
  * which is free until the reply; the store copies what it is given. json-c
- * has validated the body; its tree is not re-serialized. 0, or -1 after
- * answering.
+ * has validated the body; its tree is re-serialized only for a repeated key.
+ * 0, or -1 after answering.
  */
 static int
-client_payload(struct rpc_ctx *c, bool has_meta)
+client_payload(struct rpc_ctx *c, json_object *data, json_object *meta)
 {
 	struct store_write_req *wr = &c->u.write;
 	struct wbuf *b = &c->resp->buf;
 	const char *body, *msg, *d, *x = NULL;
-	size_t blen, mlen, dlen, xlen = 0;
-	long n, m = 0;
+	size_t blen, mlen, dlen, xlen = 0, moff = 0;
 
 	body = http_req_body(c->req, &blen);
 	if (!jspan_elem(body, blen, 2, &msg, &mlen) || !jspan_member(msg, mlen, "data", &d, &dlen) ||
-	    (has_meta && !jspan_member(msg, mlen, "metadata", &x, &xlen))) {
+	    (meta != NULL && !jspan_member(msg, mlen, "metadata", &x, &xlen))) {
 		rpc_fail(c, "INTERNAL_ERROR", "message.data not found in the request body", NULL);
 		return -1;
 	}
 	b->len = 0;
-	if (!wb_reserve(b, dlen + xlen + 2)) {
-		rpc_fail(c, "INTERNAL_ERROR", "out of memory", NULL);
-		return -1;
-	}
-	n = jspan_compact(d, dlen, b->p);
-	if (n >= 0 && x != NULL)
-		m = jspan_compact(x, xlen, b->p + n + 1);
-	if (n < 0 || m < 0) {
+	if (payload_text(data, d, dlen, b) != 0 ||
+	    (x != NULL && ((moff = b->len), payload_text(meta, x, xlen, b)) != 0)) {
 		rpc_fail(c, "INVALID_REQUEST", "Strings must not hold an unpaired surrogate escape (\\ud800-\\udfff)",
 		         NULL);
 		return -1;
 	}
-	b->p[n] = '\0';
-	wr->data = b->p;
-	wr->metadata = NULL;
-	if (x != NULL) {
-		b->p[n + 1 + m] = '\0';
-		wr->metadata = b->p + n + 1;
+	if (b->failed) {
+		rpc_fail(c, "INTERNAL_ERROR", "out of memory", NULL);
+		return -1;
 	}
+	/* the pointers once every append is done: the buffer may have moved */
+	wr->data = b->p;
+	wr->metadata = x != NULL ? b->p + moff : NULL;
 	return 0;
 }
 
@@ -137,7 +175,8 @@ rpc_stream_write(struct rpc_ctx *c)
 	json_object *msg, *o, *opts;
 	const char *stream, *idstr = NULL;
 	size_t idlen = 0, size;
-	bool present, has_meta = false;
+	bool present;
+	json_object *data, *meta = NULL;
 
 	if (c->nargs < 2)
 		return rpc_fail(c, "INVALID_REQUEST", "stream.write requires at least 2 arguments: streamName and message", NULL);
@@ -152,13 +191,10 @@ rpc_stream_write(struct rpc_ctx *c)
 	if (!rpc_name_ok((size_t)json_object_get_string_len(o)))
 		return rpc_failf(c, "INVALID_REQUEST", "message.type must be at most %d bytes", RPC_NAME_MAX);
 	wr->type = json_object_get_string(o);
-	if (!json_object_object_get_ex(msg, "data", &o) || !json_object_is_type(o, json_type_object))
+	if (!json_object_object_get_ex(msg, "data", &data) || !json_object_is_type(data, json_type_object))
 		return rpc_fail(c, "INVALID_REQUEST", "message.data must be an object", NULL);
-	if (json_object_object_get_ex(msg, "metadata", &o)) {
-		if (!json_object_is_type(o, json_type_object))
-			return rpc_fail(c, "INVALID_REQUEST", "message.metadata must be an object", NULL);
-		has_meta = true;
-	}
+	if (json_object_object_get_ex(msg, "metadata", &meta) && !json_object_is_type(meta, json_type_object))
+		return rpc_fail(c, "INVALID_REQUEST", "message.metadata must be an object", NULL);
 	if (rpc_options(c, 2, &opts) != 0)
 		return;
 	if (rpc_opt_str(c, opts, "id", "options.id", &idstr, &idlen, &present) != 0)
@@ -169,7 +205,7 @@ rpc_stream_write(struct rpc_ctx *c)
 		uuid_v7(c->id);
 	else if (uuid_canonical(idstr, idlen, c->id) != 0)
 		return rpc_fail(c, "INVALID_REQUEST", "options.id must be a UUID", NULL);
-	if (client_payload(c, has_meta) != 0)
+	if (client_payload(c, data, meta) != 0)
 		return;
 	size = strlen(wr->data) + (wr->metadata ? strlen(wr->metadata) : 0);
 	if ((int64_t)size > c->w->cfg->max_message)

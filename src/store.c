@@ -1,10 +1,30 @@
 /* Backend selection by URL scheme, and the PostgreSQL backend's table. */
 #include "autoconf.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "evlib.h"
 #include "store.h"
+
+static int
+pg_check(const struct store_cfg *c, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	PQconninfoOption *opts = PQconninfoParse(c->url, &msg);
+
+	if (opts == NULL) {
+		/* libpq's text names the bad part, never the whole URL (which may
+		 * hold a password) */
+		size_t n = msg != NULL ? strcspn(msg, "\n") : 0;
+		snprintf(err, errlen, "invalid --db-url: %.*s", (int)n, msg != NULL ? msg : "out of memory");
+		PQfreemem(msg);
+		return -1;
+	}
+	PQconninfoFree(opts);
+	return 0;
+}
 
 static int
 pg_migrate(const struct store_cfg *c, char *err, size_t errlen)
@@ -33,6 +53,7 @@ pg_open(struct event_base *base, const struct store_cfg *c)
 
 const struct store_backend store_backend_pg = {
 	.name = "postgres",
+	.check = pg_check,
 	.migrate = pg_migrate,
 	.load_namespaces = pg_load,
 	.ensure_namespace = pg_ensure,
@@ -55,14 +76,24 @@ store_backend_for(const char *url, char *err, size_t errlen)
 	if (strncmp(url, "sqlite://", 9) == 0)
 		return &store_backend_sqlite;
 #endif
+	/* the value itself is not repeated: it may hold a password */
 	colon = strstr(url, "://");
-	snprintf(err, errlen, "unsupported database scheme: %.*s (use postgres://%s)",
-	         colon ? (int)(colon - url) : (int)strlen(url), url,
+	if (colon == NULL || colon == url || strcspn(url, ":/@?") < (size_t)(colon - url))
+		snprintf(err, errlen, "invalid --db-url: not a URL; expected postgres://user:pass@host:port/db%s",
 #ifdef HAVE_SQLITE
-	         " or sqlite://"
+		         " or sqlite://FILE"
 #else
-	         ""
+		         ""
 #endif
-	);
+		);
+	else
+		snprintf(err, errlen, "unsupported database scheme %.*s:// in --db-url (use postgres://%s)",
+		         (int)utf8_prefix(url, (size_t)(colon - url), 32), url,
+#ifdef HAVE_SQLITE
+		         " or sqlite://"
+#else
+		         ""
+#endif
+		);
 	return NULL;
 }

@@ -44,7 +44,7 @@ struct store_msg {
 struct store_ns_row {
 	const char *id;
 	const char *description;
-	int64_t created_at;      /* unix seconds */
+	int64_t created_at_us;   /* microseconds since the epoch */
 	int64_t message_count;
 	int64_t stream_count;    /* ns.info only */
 	bool has_last_activity;  /* ns.info only */
@@ -105,7 +105,7 @@ struct store_ns_create_req {
 	const char *id;
 	const char *token_hash;  /* 64 lowercase hex */
 	const char *description;
-	int64_t created_at;      /* unix seconds */
+	int64_t created_at_us;   /* microseconds since the epoch; ns.create answers it */
 };
 
 /* Records per import batch (SPEC 7.1); import() takes at most this many. */
@@ -195,6 +195,10 @@ struct ns_seed {
  */
 struct store_backend {
 	const char *name; /* "postgres", "sqlite" */
+	/* What can be known about the configuration without touching the
+	 * database (URL syntax, required options); start-up and --check-config
+	 * both call it. */
+	int (*check)(const struct store_cfg *, char *err, size_t errlen);
 	/* Registry migrations, then every namespace's pending migrations. */
 	int (*migrate)(const struct store_cfg *, char *err, size_t errlen);
 	/* Calls fn for every registered namespace. */

@@ -219,39 +219,14 @@ pg_of(struct store *s)
 	return st;
 }
 
-/* libpq's (multi-line) message folded onto one line for the log, copied
- * into c->errbuf so it survives PQfinish and PQclear. */
+/* libpq's (multi-line) message on one line for the log, its lines joined
+ * as sentences (store_pg_one_line), copied into c->errbuf so it survives
+ * PQfinish and PQclear. */
 static const char *
 conn_errmsg(struct pg_conn *c, const char *msg)
 {
-	size_t n = 0;
-	bool space = false;
-
-	if (msg == NULL || *msg == '\0')
-		msg = "unknown error";
-	for (; *msg != '\0' && n + 1 < sizeof(c->errbuf); msg++) {
-		if (*msg == '\n' || *msg == '\t' || *msg == ' ') {
-			space = n > 0;
-			continue;
-		}
-		if (space && n + 2 < sizeof(c->errbuf))
-			c->errbuf[n++] = ' ';
-		space = false;
-		c->errbuf[n++] = *msg;
-	}
-	c->errbuf[n] = '\0';
+	store_pg_one_line(msg == NULL || *msg == '\0' ? "unknown error" : msg, c->errbuf, sizeof(c->errbuf));
 	return c->errbuf;
-}
-
-static void
-pg_notice(void *arg, const char *msg)
-{
-	size_t n = strlen(msg);
-
-	(void)arg;
-	while (n > 0 && msg[n - 1] == '\n')
-		n--;
-	log_debug("postgres: %.*s", (int)n, msg);
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -453,6 +428,10 @@ on_queue_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- statements -------------------------------------------------------------- */
 
+/* Creation time in microseconds (registry migration 003; a row an older
+ * server wrote has only whole seconds). */
+#define NS_CREATED_US "COALESCE(created_at_us, created_at * 1000000)"
+
 #define MSG_COLS                                                                                                       \
 	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, "                     \
 	"(extract(epoch FROM \"time\") * 1000000)::int8"
@@ -549,13 +528,13 @@ stmt_build(int variant, const char *s, int *nparams)
 	case V_NS_LIST:
 		*nparams = 0;
 		n = snprintf(buf, sizeof(buf),
-		             "SELECT id, description, created_at, eventodb_store.message_count(schema_name)"
-		             " FROM eventodb_store.namespaces ORDER BY created_at DESC, id");
+		             "SELECT id, description, " NS_CREATED_US ", eventodb_store.message_count(schema_name)"
+		             " FROM eventodb_store.namespaces ORDER BY 3 DESC, id");
 		break;
 	case V_NS_INFO:
 		*nparams = 1;
 		n = snprintf(buf, sizeof(buf),
-		             "SELECT n.id, n.description, n.created_at, s.message_count, s.stream_count,"
+		             "SELECT n.id, n.description, " NS_CREATED_US ", s.message_count, s.stream_count,"
 		             " s.last_activity_us FROM eventodb_store.namespaces n"
 		             " CROSS JOIN LATERAL eventodb_store.namespace_stats(n.schema_name) s WHERE n.id = $1");
 		break;
@@ -750,9 +729,10 @@ ns_create_sql(struct pg_conn *c, struct pg_op *op)
 	sql = malloc(len);
 	if (sql != NULL)
 		snprintf(sql, len,
-		         "INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
-		         " VALUES (%s, %s, %s, %s, %s);\n%s",
-		         lit[0], lit[1], lit[2], lit[3], op->values[3], ddl);
+		         "INSERT INTO eventodb_store.namespaces"
+		         " (id, token_hash, schema_name, description, created_at, created_at_us)"
+		         " VALUES (%s, %s, %s, %s, %s / 1000000, %s);\n%s",
+		         lit[0], lit[1], lit[2], lit[3], op->values[3], op->values[3], ddl);
 out:
 	for (int i = 0; i < 4; i++)
 		PQfreemem(lit[i]);
@@ -903,11 +883,15 @@ conn_connect_failed(struct pg_conn *c, const char *why)
 	struct store_pg *st = c->st;
 	char msg[300];
 
-	conn_errmsg(c, why);
-	if (!c->quiet)
-		log_warn("database connection %d: connect failed: %s", c->idx, c->errbuf);
+	/* libpq's reason as one line that says where (store_pg_migrate.c) */
+	if (c->pg != NULL && why == PQerrorMessage(c->pg))
+		store_pg_connect_error(c->pg, c->errbuf, sizeof(c->errbuf));
 	else
-		log_debug("database connection %d: connect failed: %s", c->idx, c->errbuf);
+		snprintf(c->errbuf, sizeof(c->errbuf), "cannot connect to the database: %s", why);
+	if (!c->quiet)
+		log_warn("database connection %d: %s", c->idx, c->errbuf);
+	else
+		log_debug("database connection %d: %s", c->idx, c->errbuf);
 	c->quiet = true;
 	conn_close(c);
 	st->connect_failed = true;
@@ -1001,7 +985,7 @@ conn_connect(struct pg_conn *c)
 		conn_connect_failed(c, PQerrorMessage(c->pg));
 		return;
 	}
-	PQsetNoticeProcessor(c->pg, pg_notice, c);
+	store_pg_log_notices(c->pg);
 	/* libpq ignores connect_timeout in non-blocking mode: bound it here */
 	conn_schedule(c, STORE_PG_CONNECT_TIMEOUT_MS);
 	conn_connect_wait(c, PGRES_POLLING_WRITING);
@@ -1260,7 +1244,7 @@ reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_re
 			memset(&ns[i], 0, sizeof(ns[i]));
 			ns[i].id = PQgetvalue(r, i, 0);
 			ns[i].description = PQgetvalue(r, i, 1); /* "" for NULL */
-			ns[i].created_at = val_i64(r, i, 2);
+			ns[i].created_at_us = val_i64(r, i, 2);
 			ns[i].message_count = val_i64(r, i, 3);
 			if (op->kind == OP_NS_INFO) {
 				ns[i].stream_count = val_i64(r, i, 4);
@@ -1586,7 +1570,7 @@ pg_ns_create(struct store *s, const struct store_ns_create_req *q, store_cb cb, 
 	char created[24];
 	const char *v[4] = {q->id, q->token_hash, q->description, created};
 
-	snprintf(created, sizeof(created), "%" PRId64, q->created_at);
+	snprintf(created, sizeof(created), "%" PRId64, q->created_at_us);
 	return submit(pg_of(s), OP_NS_CREATE, "", -1, 4, v, cb, arg);
 }
 

@@ -7,6 +7,7 @@
 #ifndef EVENTODB_STORE_PG_H
 #define EVENTODB_STORE_PG_H
 
+#include <libpq-fe.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,19 @@ int store_pg_schema_quoted(const char *id, char *out, size_t cap);
  * NULL when out of memory.
  */
 char *store_pg_namespace_ddl(const char *id);
+
+/* libpq's multi-line text (PQerrorMessage, a notice) as one line: lines
+ * joined so they do not run together ("Connection refused. Is the server
+ * running ...?"), blanks collapsed, no trailing newline. Returns the length
+ * written into out (NUL-terminated). */
+size_t store_pg_one_line(const char *msg, char *out, size_t cap);
+/* Why conn could not connect, as one line: "cannot connect to the database
+ * at HOST:PORT: <reason>". Returns the length written. */
+size_t store_pg_connect_error(const PGconn *conn, char *out, size_t cap);
+/* Sends conn's notices (the server's NOTICE and WARNING messages, and
+ * libpq's own) to our logger instead of libpq's default, stderr. Call it
+ * right after PQconnectStart*, before the first poll. */
+void store_pg_log_notices(PGconn *conn);
 
 /* Leading number of a migration file name ("003_x.sql" -> 3), -1 if none. */
 int store_pg_file_version(const char *name);

@@ -5,16 +5,18 @@
  * blocking libpq is right here; every connection is closed before returning.
  * Also home of the schema-name and DDL helpers shared with store_pg.c.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 
+#include "evlib.h"
 #include "log.h"
 #include "store.h"
 #include "store_pg.h"
@@ -166,6 +168,101 @@ fail:
 	return NULL;
 }
 
+/* ---- messages and notices ---------------------------------------------------- */
+
+size_t
+store_pg_one_line(const char *msg, char *out, size_t cap)
+{
+	size_t n = 0;
+	bool space = false, newline = false;
+
+	if (cap == 0)
+		return 0;
+	for (const char *p = msg != NULL ? msg : ""; *p != '\0'; p++) {
+		if (*p == '\n') {
+			newline = n > 0;
+			continue;
+		}
+		if (*p == '\t' || *p == ' ' || *p == '\r') {
+			space = n > 0;
+			continue;
+		}
+		/* a line that starts a sentence of its own ("Connection refused"
+		 * / "Is the server running ...?") gets a full stop before it; a
+		 * wrapped sentence just a space */
+		if (newline && *p >= 'A' && *p <= 'Z' && strchr(".?!:;", out[n - 1]) == NULL) {
+			if (n + 3 >= cap)
+				break;
+			out[n++] = '.';
+			space = true;
+		}
+		if ((space || newline) && n + 2 < cap)
+			out[n++] = ' ';
+		space = newline = false;
+		if (n + 1 >= cap)
+			break;
+		out[n++] = *p;
+	}
+	n = utf8_prefix(out, n, n);
+	out[n] = '\0';
+	return n;
+}
+
+/* HOST:PORT of conn's (last) connection attempt, [v6]:port for IPv6. */
+static void
+conn_where(const PGconn *conn, char *out, size_t cap)
+{
+	const char *host = conn != NULL ? PQhost(conn) : NULL, *port = conn != NULL ? PQport(conn) : NULL;
+
+	if (host == NULL || *host == '\0')
+		host = "localhost";
+	if (port == NULL || *port == '\0')
+		port = "5432";
+	snprintf(out, cap, strchr(host, ':') != NULL && host[0] != '/' ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+size_t
+store_pg_connect_error(const PGconn *conn, char *out, size_t cap)
+{
+	const char *p = conn != NULL ? PQerrorMessage(conn) : "out of memory", *failed;
+	char where[320];
+	int n;
+
+	conn_where(conn, where, sizeof(where));
+	/* libpq 14+: 'connection to server at "h" (a), port p failed: REASON'
+	 * or 'connection to server on socket "s" failed: REASON'; the
+	 * headline already says where */
+	if (strncmp(p, "connection to server ", 21) == 0 && (failed = strstr(p, " failed: ")) != NULL &&
+	    memchr(p, '\n', (size_t)(failed - p)) == NULL)
+		p = failed + 9;
+	n = snprintf(out, cap, "cannot connect to the database at %s: ", where);
+	if (n < 0 || (size_t)n >= cap)
+		return 0;
+	return (size_t)n + store_pg_one_line(*p != '\0' ? p : "unknown error", out + n, cap - (size_t)n);
+}
+
+/* Server NOTICEs (and libpq's own, which the default processor would
+ * write raw to stderr) as log lines: WARNING at warn; NOTICE, INFO, LOG
+ * and DEBUG at debug, since in the set-up they are routine ("already
+ * exists, skipping", "drop cascades to ..."). */
+static void
+notice_receiver(void *arg, const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	char line[2048];
+
+	(void)arg;
+	store_pg_one_line(PQresultErrorMessage(res), line, sizeof(line));
+	log_msg(sev != NULL && strcmp(sev, "WARNING") == 0 ? LVL_WARN : LVL_DEBUG, "postgres %s", line);
+}
+
+void
+store_pg_log_notices(PGconn *conn)
+{
+	if (conn != NULL)
+		PQsetNoticeReceiver(conn, notice_receiver, NULL);
+}
+
 /* ---- blocking helpers --------------------------------------------------- */
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -173,60 +270,83 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__
 static void
 seterr(char *err, size_t errlen, const char *fmt, ...)
 {
+	char raw[2048];
 	va_list ap;
-	size_t n = 0;
-	bool space = false;
 
 	if (err == NULL || errlen == 0)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
+	utf8_vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	/* libpq messages span lines (DETAIL, HINT, a trailing newline): fold
-	 * them onto one line, since the caller logs err as one line */
-	for (const char *p = err; *p != '\0'; p++) {
-		if (*p == '\n' || *p == '\t' || *p == ' ') {
-			space = n > 0;
-			continue;
-		}
-		if (space)
-			err[n++] = ' ';
-		space = false;
-		err[n++] = *p;
-	}
-	err[n] = '\0';
+	/* libpq messages span lines (DETAIL, HINT, a trailing newline): the
+	 * caller logs err as one line */
+	store_pg_one_line(raw, err, errlen);
 }
 
-/* Server NOTICEs ("already exists, skipping", "drop cascades to ...") are
- * routine here: keep them out of stderr and the info log. */
-static void
-migrate_notice(void *arg, const char *msg)
+/* A connection's wait, bounded by the URL's connect_timeout as libpq's
+ * blocking connect bounds it (none by default). 1 ready, 0 timed out. */
+static int
+connect_wait(PGconn *conn, PostgresPollingStatusType st, int timeout_ms)
 {
-	size_t n = strlen(msg);
+	struct pollfd pfd = {PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+	int rc;
 
-	(void)arg;
-	while (n > 0 && msg[n - 1] == '\n')
-		n--;
-	log_debug("postgres: %.*s", (int)n, msg);
+	do
+		rc = poll(&pfd, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	return rc != 0;
 }
 
+/* connect_timeout of conn's options in milliseconds, -1 for none; libpq
+ * treats values below 2 s as 2 s. */
+static int
+connect_timeout_ms(PGconn *conn)
+{
+	PQconninfoOption *opts = PQconninfo(conn), *o;
+	int ms = -1;
+
+	for (o = opts; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val != NULL && atoi(o->val) > 0)
+			ms = (atoi(o->val) < 2 ? 2 : atoi(o->val)) * 1000;
+	PQconninfoFree(opts);
+	return ms;
+}
+
+/* A blocking connection whose notices go through our logger from its first
+ * message on (PQconnectdb would keep the default processor, which writes
+ * to stderr, until after start-up, when the server may already have warned,
+ * e.g. about a collation version mismatch). */
 static PGconn *
 migrate_connect(const char *url, char *err, size_t errlen)
 {
 	const char *const keys[] = {"dbname", "fallback_application_name", NULL};
 	const char *const vals[] = {url, "eventodb", NULL};
-	PGconn *conn = PQconnectdbParams(keys, vals, 1);
+	PGconn *conn = PQconnectStartParams(keys, vals, 1);
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	int timeout_ms;
 
 	if (conn == NULL) {
 		seterr(err, errlen, "cannot connect to the database: out of memory");
 		return NULL;
 	}
+	store_pg_log_notices(conn);
+	timeout_ms = connect_timeout_ms(conn);
+	while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+		if (!connect_wait(conn, st, timeout_ms)) {
+			char where[320];
+			conn_where(conn, where, sizeof(where));
+			seterr(err, errlen, "cannot connect to the database at %s: timeout expired", where);
+			PQfinish(conn);
+			return NULL;
+		}
+		st = PQconnectPoll(conn);
+	}
 	if (PQstatus(conn) != CONNECTION_OK) {
-		seterr(err, errlen, "cannot connect to the database: %s", PQerrorMessage(conn));
+		if (err != NULL && errlen > 0)
+			store_pg_connect_error(conn, err, errlen);
 		PQfinish(conn);
 		return NULL;
 	}
-	PQsetNoticeProcessor(conn, migrate_notice, NULL);
 	return conn;
 }
 
@@ -427,13 +547,19 @@ store_pg_migrate(const char *url, char *err, size_t errlen)
 			goto unlock;
 	}
 	if (applied > 0)
-		log_info("applied %d namespace schema migrations", applied);
+		log_info("applied %d namespace schema %s", applied, applied == 1 ? "migration" : "migrations");
 	rc = 0;
 unlock:
 	PQclear(res);
 	migrate_unlock(conn);
 out:
 	PQfinish(conn);
+	if (rc != 0 && err != NULL && errlen > 0) {
+		/* connected, then failed: say it was the migration */
+		char why[1024];
+		snprintf(why, sizeof(why), "%s", err);
+		seterr(err, errlen, "database migration failed: %s", why);
+	}
 	return rc;
 }
 
@@ -460,7 +586,8 @@ store_pg_load_namespaces(const char *url, void (*fn)(const struct ns_seed *, voi
 
 		memset(&seed, 0, sizeof(seed));
 		if (strlen(id) >= sizeof(seed.id) || strlen(hash) != sizeof(seed.token_hash) - 1) {
-			log_warn("namespace registry: skipping malformed row '%.80s'", id);
+			log_warn("namespace registry: skipping malformed row '%.*s'",
+			         (int)utf8_prefix(id, strlen(id), 80), id);
 			continue;
 		}
 		memcpy(seed.id, id, strlen(id) + 1);
@@ -513,7 +640,7 @@ store_pg_ensure_namespace(const char *url, const char *id, const char *token_has
 		seterr(err, errlen, "creating namespace '%s': out of memory", id);
 		goto unlock;
 	}
-	snprintf(now, sizeof(now), "%" PRId64, (int64_t)time(NULL));
+	snprintf(now, sizeof(now), "%" PRId64, now_unix_us());
 	vals[1] = token_hash;
 	vals[2] = schema;
 	vals[3] = description;
@@ -522,8 +649,9 @@ store_pg_ensure_namespace(const char *url, const char *id, const char *token_has
 	if (exec_ok(conn, "BEGIN", "creating the namespace", err, errlen) < 0)
 		goto unlock;
 	res = exec_params(conn,
-	                  "INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
-	                  " VALUES ($1, $2, $3, $4, $5)",
+	                  "INSERT INTO eventodb_store.namespaces"
+	                  " (id, token_hash, schema_name, description, created_at, created_at_us)"
+	                  " VALUES ($1, $2, $3, $4, $5::bigint / 1000000, $5::bigint)",
 	                  5, vals, "registering the namespace", err, errlen);
 	if (res == NULL)
 		goto rollback;

@@ -52,6 +52,12 @@ static const struct sq_migration sq_registry_migrations[] = {
      " description TEXT,"
      " created_at INTEGER,"
      " metadata TEXT DEFAULT '{}');"},
+    /* creation time with microseconds (SPEC D12), as PostgreSQL's registry
+     * migration 003: created_at keeps whole seconds, readers take
+     * SQ_NS_CREATED_US; an existing file gets its rows' values here */
+    {2, "002_namespace_created_us.sql",
+     "ALTER TABLE namespaces ADD COLUMN created_at_us INTEGER;"
+     "UPDATE namespaces SET created_at_us = created_at * 1000000 WHERE created_at_us IS NULL;"},
     {0, NULL, NULL},
 };
 
@@ -521,15 +527,15 @@ sq_ns_register(sqlite3 *reg, const char *dir, const struct store_ns_create_req *
 	if (rc != SQLITE_OK)
 		return busy_or_error(rc);
 	rc = sqlite3_prepare_v2(reg,
-	                        "INSERT INTO namespaces (id, token_hash, db_path, description, created_at, metadata)"
-	                        " VALUES (?1, ?2, ?3, ?4, ?5, '{}')",
+	                        "INSERT INTO namespaces (id, token_hash, db_path, description, created_at,"
+	                        " created_at_us, metadata) VALUES (?1, ?2, ?3, ?4, ?5 / 1000000, ?5, '{}')",
 	                        -1, &ins, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_bind_text(ins, 1, q->id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(ins, 2, q->token_hash, -1, SQLITE_STATIC);
 		sqlite3_bind_text(ins, 3, file, -1, SQLITE_STATIC);
 		sqlite3_bind_text(ins, 4, q->description != NULL ? q->description : "", -1, SQLITE_STATIC);
-		sqlite3_bind_int64(ins, 5, q->created_at);
+		sqlite3_bind_int64(ins, 5, q->created_at_us);
 		rc = sqlite3_step(ins);
 	}
 	if (rc != SQLITE_DONE) {
@@ -650,7 +656,8 @@ migrate_namespace(const char *dir, const char *id, int *applied, char *err, size
 	int rc;
 
 	if (sq_ns_path(dir, id, path, sizeof(path)) < 0) {
-		log_warn("namespace registry: skipping unusable namespace id '%.80s'", id);
+		log_warn("namespace registry: skipping unusable namespace id '%.*s'",
+		         (int)utf8_prefix(id, strlen(id), 80), id);
 		return 0;
 	}
 	if (lstat(path, &sb) != 0 && errno == ENOENT) {
@@ -666,6 +673,15 @@ migrate_namespace(const char *dir, const char *id, int *applied, char *err, size
 	rc = ns_migrate_db(db, id, applied, err, errlen);
 	sq_close(db);
 	return rc;
+}
+
+/* The registry's place: --data-dir given, sqlite://FILE a plain name. */
+static int
+sq_check(const struct store_cfg *c, char *err, size_t errlen)
+{
+	char path[SQ_PATH_MAX];
+
+	return sq_registry_path(c, path, sizeof(path), err, errlen);
 }
 
 static int
@@ -720,9 +736,15 @@ sq_migrate(const struct store_cfg *c, char *err, size_t errlen)
 		if (migrate_namespace(c->data_dir, ids[i], &applied, err, errlen) < 0)
 			goto out;
 	if (applied > 0)
-		log_info("Applied namespace schema migrations count=%d", applied);
+		log_info("applied %d namespace schema %s", applied, applied == 1 ? "migration" : "migrations");
 	ret = 0;
 out:
+	if (ret != 0) {
+		/* the registry is open: what failed was the migration */
+		char why[1024];
+		snprintf(why, sizeof(why), "%s", err);
+		seterr(err, errlen, "database migration failed: %s", why);
+	}
 	for (size_t i = 0; i < n; i++)
 		free(ids[i]);
 	free(ids);
@@ -750,7 +772,8 @@ sq_load_namespaces(const struct store_cfg *c, void (*fn)(const struct ns_seed *,
 		memset(&seed, 0, sizeof(seed));
 		if (id == NULL || hash == NULL || strlen(id) >= sizeof(seed.id) ||
 		    strlen(hash) != sizeof(seed.token_hash) - 1) {
-			log_warn("namespace registry: skipping malformed row '%.80s'", id != NULL ? id : "");
+			log_warn("namespace registry: skipping malformed row '%.*s'",
+			         id != NULL ? (int)utf8_prefix(id, strlen(id), 80) : 0, id != NULL ? id : "");
 			continue;
 		}
 		memcpy(seed.id, id, strlen(id) + 1);
@@ -808,7 +831,7 @@ sq_ensure_namespace(const struct store_cfg *c, const char *id, const char *token
 	q.id = id;
 	q.token_hash = token_hash;
 	q.description = description;
-	q.created_at = (int64_t)time(NULL);
+	q.created_at_us = now_unix_us();
 	/* a second round covers another server registering it meanwhile */
 	for (int round = 0; round < 2; round++) {
 		enum store_status st;
@@ -839,6 +862,7 @@ sq_backend_open(struct event_base *base, const struct store_cfg *c)
 
 const struct store_backend store_backend_sqlite = {
     .name = "sqlite",
+    .check = sq_check,
     .migrate = sq_migrate,
     .load_namespaces = sq_load_namespaces,
     .ensure_namespace = sq_ensure_namespace,

@@ -17,6 +17,9 @@
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_PATH_MAX 4096
 #define SQ_DEFAULT_REGISTRY "metadata.db"
+/* A namespace's creation time in microseconds (registry migration 002; a
+ * row an older server wrote has only whole seconds). */
+#define SQ_NS_CREATED_US "COALESCE(created_at_us, created_at * 1000000)"
 
 /* sq_open flags */
 #define SQ_OPEN_CREATE 1 /* create the file if missing */

@@ -86,7 +86,7 @@ enum sq_kind {
  *   last:      s0 stream, s1 type (NULL = any)
  *   version:   s0 stream
  *   category:  s0 category, s1 correlation (NULL = none); n0 from, n1 limit, n2 member, n3 size
- *   ns_create: ns id; s0 token hash, s1 description; n0 created_at
+ *   ns_create: ns id; s0 token hash, s1 description; n0 created_at_us
  *   streams:   s0 prefix, s1 cursor; n0 limit
  *   import:    recs, nrecs (the caller's, not copied)
  */
@@ -194,8 +194,8 @@ static const char *const r_sql[R_NSTMT] = {
     [R_BEGIN] = "BEGIN IMMEDIATE",
     [R_COMMIT] = "COMMIT",
     [R_ROLLBACK] = "ROLLBACK",
-    [R_INFO] = "SELECT id, description, created_at FROM namespaces WHERE id = ?1",
-    [R_LIST] = "SELECT id, description, created_at FROM namespaces ORDER BY created_at DESC, id",
+    [R_INFO] = "SELECT id, description, " SQ_NS_CREATED_US " FROM namespaces WHERE id = ?1",
+    [R_LIST] = "SELECT id, description, " SQ_NS_CREATED_US " FROM namespaces ORDER BY 3 DESC, id",
     [R_EXISTS] = "SELECT 1 FROM namespaces WHERE id = ?1",
     [R_DELETE] = "DELETE FROM namespaces WHERE id = ?1",
 };
@@ -1008,7 +1008,7 @@ exec_ns_rows(struct sq_store *st, struct sq_op *op, bool info)
 		memset(r, 0, sizeof(*r));
 		r->id = col_text(op, q, 0, NULL);
 		r->description = col_text(op, q, 1, NULL);
-		r->created_at = sqlite3_column_int64(q, 2);
+		r->created_at_us = sqlite3_column_int64(q, 2);
 		if (op->oom)
 			break;
 		n++;
@@ -1049,7 +1049,7 @@ exec_ns_create(struct sq_store *st, struct sq_op *op)
 	q.id = op->ns;
 	q.token_hash = op->s[0];
 	q.description = op->s[1];
-	q.created_at = op->n[0];
+	q.created_at_us = op->n[0];
 	status = sq_ns_register(st->reg, st->dir, &q, op->err, sizeof(op->err));
 	op_status(op, status);
 }
@@ -1591,7 +1591,7 @@ sq_ns_create(struct store *s, const struct store_ns_create_req *q, store_cb cb, 
 	struct sq_op *op = op_new(K_NS_CREATE, q->id, v, 2, cb, arg);
 
 	if (op != NULL)
-		op->n[0] = q->created_at;
+		op->n[0] = q->created_at_us;
 	return submit(sq_of(s), op);
 }
 

@@ -196,9 +196,9 @@ static int
 ensure_default(struct config *cfg)
 {
 	char token[TOKEN_MAXLEN + 1], hash[65], stored[65] = "", err[512], ns[TOKEN_NS_MAX + 1];
-	bool created = false;
+	bool created = false, given = cfg->token != NULL && cfg->token[0] != '\0';
 
-	if (cfg->token != NULL && cfg->token[0] != '\0') {
+	if (given) {
 		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
 			log_error("--token: %s", err);
 			return -1;
@@ -217,27 +217,42 @@ ensure_default(struct config *cfg)
 		log_error("cannot set up the default namespace: %s", err);
 		return -1;
 	}
-	if (created) {
+	if (created && !given) {
+		/* the one time a token is printed: the server made it, and
+		 * nobody else knows it */
 		printf("═══════════════════════════════════════════════════════════════════════════\n"
 		       "DEFAULT NAMESPACE TOKEN:\n%s\n"
 		       "═══════════════════════════════════════════════════════════════════════════\n",
 		       token);
 		fflush(stdout);
 		log_info("default namespace created; its token is printed above, once");
-	} else if (cfg->token == NULL || cfg->token[0] == '\0') {
-		log_info("Default namespace already exists; its token is not shown (pass --token to check it)");
+	} else if (created) {
+		/* the operator knows it; printing it would only put the secret
+		 * into the journal */
+		log_info("default namespace created with the token given by --token");
+	} else if (!given) {
+		log_info("default namespace already exists; its token is not shown (pass --token to check it)");
 	} else if (!digest_equal(stored, hash, 64)) {
 		log_error("the --token given does not match the stored token of the default namespace; "
 		          "refusing to start (use the original token)");
 		return -1;
 	} else {
-		log_info("Default namespace already exists; --token matches");
+		log_info("default namespace already exists; --token matches");
 	}
 	return 0;
 }
 
+/* "1 worker", "2 workers". */
+static const char *
+workers_word(uint32_t n)
+{
+	return n == 1 ? "worker" : "workers";
+}
+
+/* Starts worker slot + 1; the log names it "worker N (pid P)" here and at
+ * its exit, so the two lines can be matched. */
 static pid_t
-spawn(uint32_t slot)
+spawn(uint32_t slot, bool again)
 {
 	pid_t pid;
 
@@ -261,7 +276,9 @@ spawn(uint32_t slot)
 		fflush(stdout);
 		san_exit(rc);
 	}
-	log_info("worker %u started as pid %d", slot + 1, (int)pid);
+	log_info("worker %u (pid %d) %s", slot + 1, (int)pid, again ? "restarted" : "started");
+	if (again)
+		shm_header(h.shm)->worker_restarts++;
 	h.procs[slot].pid = pid;
 	h.procs[slot].started_us = now_unix_us();
 	h.procs[slot].next_start_us = 0;
@@ -427,21 +444,31 @@ setup_test_mode(struct config *cfg)
 
 static int run(struct config *cfg);
 
-int
-supervisor_check_config(struct config *cfg)
+/*
+ * Everything start-up checks before it touches anything. --check-config
+ * runs exactly this, so "configuration ok" means the server would get past
+ * it. Each problem goes to report; returns how many there were.
+ */
+static int
+validate(const struct config *cfg, void (*report)(const char *msg))
 {
-	char err[1024], ns[TOKEN_NS_MAX + 1];
+	char err[1024], msg[1200], ns[TOKEN_NS_MAX + 1];
+	const struct store_backend *be;
 	struct addrinfo hints, *res;
 	int bad = 0, rc;
 
+#define PROBLEM(...) (snprintf(msg, sizeof(msg), __VA_ARGS__), report(msg), bad++)
 	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
-		if (!cfg->test_mode) {
-			fprintf(stderr, "eventodb: --db-url is required (use --test-mode for in-memory testing)\n");
-			bad = 1;
-		}
-	} else if (store_backend_for(cfg->db_url, err, sizeof(err)) == NULL) {
-		fprintf(stderr, "eventodb: %s\n", err);
-		bad = 1;
+		if (!cfg->test_mode)
+			PROBLEM(
+			    "--db-url is required (or --test-mode, for the embedded store in a temporary directory)");
+	} else if ((be = store_backend_for(cfg->db_url, err, sizeof(err))) == NULL) {
+		PROBLEM("%s", err);
+	} else {
+		struct store_cfg sc = {
+		    .url = cfg->db_url, .data_dir = cfg->data_dir, .pool_size = (int)cfg->db_pool_size};
+		if (be->check != NULL && be->check(&sc, err, sizeof(err)) != 0)
+			PROBLEM("%s", err);
 	}
 	if (cfg->admin_listen != NULL && cfg->admin_listen[0] != '\0') {
 		char host[64];
@@ -452,43 +479,56 @@ supervisor_check_config(struct config *cfg)
 		}
 	}
 	if (cfg->token != NULL && cfg->token[0] != '\0') {
-		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0) {
-			fprintf(stderr, "eventodb: --token: %s\n", err);
-			bad = 1;
-		} else if (strcmp(ns, "default") != 0) {
-			fprintf(stderr, "eventodb: --token is for namespace '%s', expected 'default'\n", ns);
-			bad = 1;
-		}
+		if (token_parse(cfg->token, strlen(cfg->token), ns, sizeof(ns), err, sizeof(err)) != 0)
+			PROBLEM("--token: %s", err);
+		else if (strcmp(ns, "default") != 0)
+			PROBLEM("--token is for namespace '%s', expected 'default'", ns);
 	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
 	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(cfg->listen, NULL, &hints, &res)) != 0) {
-		fprintf(stderr, "eventodb: --listen %s: %s\n", cfg->listen, gai_strerror(rc));
-		bad = 1;
-	} else {
+	if ((rc = getaddrinfo(cfg->listen, NULL, &hints, &res)) != 0)
+		PROBLEM("--listen %s: %s", cfg->listen, gai_strerror(rc));
+	else
 		freeaddrinfo(res);
+	if (cfg->user == NULL || cfg->user[0] == '\0') {
+		if (cfg->group != NULL && cfg->group[0] != '\0')
+			PROBLEM("--group needs --user");
+	} else if (getpwnam(cfg->user) == NULL) {
+		PROBLEM("--user: unknown user %s", cfg->user);
 	}
-	if (cfg->user != NULL && cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
-		fprintf(stderr, "eventodb: --user: unknown user %s\n", cfg->user);
-		bad = 1;
-	}
-	if (cfg->group != NULL && cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL) {
-		fprintf(stderr, "eventodb: --group: unknown group %s\n", cfg->group);
-		bad = 1;
-	}
+	if (cfg->group != NULL && cfg->group[0] != '\0' && getgrnam(cfg->group) == NULL)
+		PROBLEM("--group: unknown group %s", cfg->group);
 	if (cfg->log_file != NULL && cfg->log_file[0] != '\0') {
 		int fd = open(cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-		if (fd < 0) {
-			fprintf(stderr, "eventodb: --log-file %s: %s\n", cfg->log_file, strerror(errno));
-			bad = 1;
-		} else {
+		if (fd < 0)
+			PROBLEM("--log-file %s: %s", cfg->log_file, strerror(errno));
+		else
 			close(fd);
-		}
 	}
-	if (!bad)
-		printf("configuration ok%s%s\n", cfg->config_file ? ": " : "", cfg->config_file ? cfg->config_file : "");
+#undef PROBLEM
 	return bad;
+}
+
+static void
+report_stderr(const char *msg)
+{
+	fprintf(stderr, "eventodb: %s\n", msg);
+}
+
+static void
+report_log(const char *msg)
+{
+	log_error("%s", msg);
+}
+
+int
+supervisor_check_config(struct config *cfg)
+{
+	if (validate(cfg, report_stderr) != 0)
+		return 1;
+	printf("configuration ok%s%s\n", cfg->config_file ? ": " : "", cfg->config_file ? cfg->config_file : "");
+	return 0;
 }
 
 int
@@ -523,12 +563,10 @@ run(struct config *cfg)
 	prctl(PR_SET_NAME, "eventodb sup", 0, 0, 0);
 	proctitle_set("eventodb: supervisor");
 
+	if (validate(cfg, report_log) != 0)
+		return 1;
 	if (cfg->test_mode && setup_test_mode(cfg) != 0)
 		return 1;
-	if (cfg->db_url == NULL || cfg->db_url[0] == '\0') {
-		log_error("--db-url is required (use --test-mode for in-memory testing)");
-		return 1;
-	}
 	h.backend = store_backend_for(cfg->db_url, err, sizeof(err));
 	if (h.backend == NULL) {
 		log_error("%s", err);
@@ -567,8 +605,9 @@ run(struct config *cfg)
 	if (drop_privileges(cfg) != 0)
 		return 1;
 
+	/* err says what failed: the connection, or the migration */
 	if (h.backend->migrate(&h.scfg, err, sizeof(err)) != 0) {
-		log_error("database migration failed: %s", err);
+		log_error("%s", err);
 		return 1;
 	}
 	if (ensure_default(cfg) != 0)
@@ -611,10 +650,10 @@ run(struct config *cfg)
 	sigprocmask(SIG_BLOCK, &h.blocked, &h.saved);
 	signal(SIGPIPE, SIG_IGN);
 
-	log_info("EventoDB server starting address=%s:%lld version=%s engine=%s workers=%u", cfg->listen,
-	         (long long)cfg->port, PACKAGE_VERSION, h.backend->name, h.nworkers);
+	log_info("eventodb %s starting on %s:%lld (store %s, %u %s)", PACKAGE_VERSION, cfg->listen,
+	         (long long)cfg->port, h.backend->name, h.nworkers, workers_word(h.nworkers));
 	for (uint32_t i = 0; i < h.nworkers; i++)
-		if (spawn(i) < 0) {
+		if (spawn(i, false) < 0) {
 			fatal = true;
 			break;
 		}
@@ -636,7 +675,7 @@ run(struct config *cfg)
 		switch (sig) {
 		case SIGTERM:
 			if (!stopping) {
-				log_info("shutdown signal received signal=SIGTERM; draining (timeout %llds)",
+				log_info("received SIGTERM: graceful shutdown, draining for at most %lld s",
 				         (long long)cfg->shutdown_timeout);
 				notify("STOPPING=1");
 				stopping = true;
@@ -644,14 +683,14 @@ run(struct config *cfg)
 				signal_all(SIGTERM);
 			} else {
 				/* A second SIGTERM: the operator does not want to wait. */
-				log_info("second SIGTERM: stopping now");
+				log_info("received a second SIGTERM: stopping now");
 				signal_all(SIGKILL);
 				deadline = now + 60 * 1000000LL;
 			}
 			break;
 		case SIGINT:
 		case SIGQUIT:
-			log_info("shutdown signal received signal=%s; stopping now", sig == SIGINT ? "SIGINT" : "SIGQUIT");
+			log_info("received %s: shutdown, stopping now", log_signal_name(sig));
 			notify("STOPPING=1");
 			if (!stopping || deadline > now + 2000000)
 				deadline = now + 2000000;
@@ -660,21 +699,24 @@ run(struct config *cfg)
 			break;
 		case SIGHUP:
 			notify("RELOADING=1");
-			log_info("reloading configuration");
+			log_info("received SIGHUP: reloading the configuration");
 			if (log_reopen() != 0)
 				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
-			if (config_reload(cfg, err, sizeof(err)) != 0)
+			if (config_reload(cfg, err, sizeof(err)) != 0) {
 				log_error("reload failed, keeping the old settings: %s", err);
-			else
+			} else {
+				/* said under the old level, so a switch to warn is seen */
+				log_info("configuration reloaded: log-level %s, log-format %s", cfg->log_level,
+				         cfg->log_format);
 				log_setup(cfg->log_level, cfg->log_format);
+			}
 			signal_all(SIGHUP);
-			log_info("configuration reloaded log-level=%s", cfg->log_level);
 			notify("READY=1");
 			break;
 		case SIGUSR1:
 			if (log_reopen() != 0)
 				log_error("cannot reopen log file %s: %s", cfg->log_file, strerror(errno));
-			log_info("logs reopened");
+			log_info("received SIGUSR1: log file reopened");
 			signal_all(SIGUSR1);
 			break;
 		case SIGUSR2:
@@ -696,15 +738,18 @@ run(struct config *cfg)
 			/* nobody may signal a pid that can now be reused */
 			shm_worker(h.shm, slot)->pid = 0;
 			if (WIFSIGNALED(status))
-				log_msg(stopping ? LVL_INFO : LVL_ERROR, "worker %d exited on signal %d%s", (int)pid,
-				        WTERMSIG(status), WCOREDUMP(status) ? " (core dumped)" : "");
+				log_msg(stopping ? LVL_INFO : LVL_ERROR,
+				        "worker %u (pid %d) exited on signal %d (%s)%s", slot + 1, (int)pid,
+				        WTERMSIG(status), log_signal_name(WTERMSIG(status)),
+				        WCOREDUMP(status) ? ", core dumped" : "");
 			else
-				log_msg(stopping || WEXITSTATUS(status) == 0 ? LVL_INFO : LVL_ERROR, "worker %d exited with code %d",
-				        (int)pid, WEXITSTATUS(status));
+				log_msg(stopping || WEXITSTATUS(status) == 0 ? LVL_INFO : LVL_ERROR,
+				        "worker %u (pid %d) exited with code %d", slot + 1, (int)pid,
+				        WEXITSTATUS(status));
 			if (stopping)
 				continue;
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-				log_error("worker %d hit a fatal error; shutting down", (int)pid);
+				log_error("worker %u (pid %d) hit a fatal error; shutting down", slot + 1, (int)pid);
 				exit_code = 1;
 				stopping = true;
 				deadline = now + 2000000;
@@ -727,20 +772,15 @@ run(struct config *cfg)
 			if (running() == 0)
 				break;
 			if (now >= deadline) {
-				log_warn("shutdown timeout: killing %u worker(s)", running());
+				log_warn("shutdown timeout: killing %u %s", running(), workers_word(running()));
 				signal_all(SIGKILL);
 				deadline = now + 60 * 1000000LL;
 			}
 			continue;
 		}
 		for (uint32_t i = 0; i < h.nworkers; i++)
-			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us) {
-				pid_t np = spawn(i);
-				if (np > 0) {
-					log_info("worker %u respawned", i + 1);
-					shm_header(h.shm)->worker_restarts++;
-				}
-			}
+			if (h.procs[i].pid == 0 && h.procs[i].next_start_us != 0 && now >= h.procs[i].next_start_us)
+				spawn(i, true);
 		if (announced && now - last_status_us >= 1000000) {
 			struct stats sum;
 			char st[128];
@@ -763,7 +803,10 @@ run(struct config *cfg)
 				announced = true;
 				snprintf(st, sizeof(st), "READY=1\nSTATUS=%u workers ready", ready);
 				notify(st);
-				log_info("all %u workers ready", ready);
+				if (ready == 1)
+					log_info("1 worker ready");
+				else
+					log_info("all %u workers ready", ready);
 			}
 		}
 	}
@@ -774,6 +817,6 @@ run(struct config *cfg)
 
 	shm_destroy(h.shm);
 	free(h.procs);
-	log_info("Server stopped");
+	log_info("server stopped");
 	return exit_code;
 }

@@ -39,7 +39,7 @@ stop_now(evutil_socket_t sig, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	log_info("worker %u stopping on signal %d", w->slot + 1, (int)sig);
+	log_info("worker %u stopping on %s", w->slot + 1, log_signal_name((int)sig));
 	event_base_loopbreak(w->base);
 }
 
@@ -112,10 +112,10 @@ reload(evutil_socket_t sig, short what, void *arg)
 	http_access_log_reopen();
 	if (sig != SIGHUP)
 		return;
-	/* Quietly: the supervisor has already reported what was ignored. */
+	/* Quietly: the supervisor has already reported what was ignored, or
+	 * why the reload failed (then nothing changes here either). */
 	log_setup("error", w->cfg->log_format);
-	if (config_reload((struct config *)w->cfg, err, sizeof(err)) != 0)
-		log_error("worker %u: reload failed: %s", w->slot + 1, err);
+	(void)config_reload((struct config *)w->cfg, err, sizeof(err));
 	log_setup(w->cfg->log_level, w->cfg->log_format);
 	log_debug("worker %u reloaded", w->slot + 1);
 }

@@ -13,6 +13,7 @@
 #include "auth.h"
 #include "config.h"
 #include "jsonw.h"
+#include "log.h"
 #include "pool.h"
 #include "rpc.h"
 #include "shm.h"
@@ -57,6 +58,66 @@ START_TEST(test_jw_escape_matches_str)
 	s = drain_str(b);
 	ck_assert_str_eq(s, out);
 	free(s);
+	evbuffer_free(b);
+}
+END_TEST
+
+/* jsonb's text form in, the compact form out; strings untouched. */
+START_TEST(test_jw_compact)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"{\"a\": 1, \"b\": [1, 2, {\"c\": null}], \"d\": {}}", "{\"a\":1,\"b\":[1,2,{\"c\":null}],\"d\":{}}"},
+	    {" \t\r\n[ true ,false ]\n", "[true,false]"},
+	    {"{\"k y\": \"a , b : c\"}", "{\"k y\":\"a , b : c\"}"},
+	    /* an escaped quote does not end the string; an escaped backslash
+	     * before a real quote does not escape it */
+	    {"{\"q\": \"say \\\"hi , \\\" x\", \"b\": \"c:\\\\\", \"e\": 1}",
+	     "{\"q\":\"say \\\"hi , \\\" x\",\"b\":\"c:\\\\\",\"e\":1}"},
+	    {"{\"u\": \"\xe4\xb8\x96 \\u2028 \xf0\x9f\x8c\x8d\"}", "{\"u\":\"\xe4\xb8\x96 \\u2028 \xf0\x9f\x8c\x8d\"}"},
+	    {"[1.50, -0, 1e+21, 123456789012345678901234567890]", "[1.50,-0,1e+21,123456789012345678901234567890]"},
+	    {"\"\\\\\\\\  \\\"  \"", "\"\\\\\\\\  \\\"  \""},
+	    {"{\"a\":1}", "{\"a\":1}"},
+	    {"", ""},
+	};
+	struct evbuffer *b = evbuffer_new();
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char copy[256], *s;
+		size_t n;
+
+		jw_compact(b, cases[i].in, strlen(cases[i].in));
+		s = drain_str(b);
+		ck_assert_msg(strcmp(s, cases[i].out) == 0, "case %zu: got %s", i, s);
+		free(s);
+		/* in place */
+		snprintf(copy, sizeof(copy), "%s", cases[i].in);
+		n = jw_compact_to(copy, strlen(copy), copy);
+		copy[n] = '\0';
+		ck_assert_str_eq(copy, cases[i].out);
+	}
+	/* a long string full of escapes copies every byte (and stays linear) */
+	{
+		size_t n = 200000, len;
+		char *in = malloc(n * 2 + 8), *s;
+
+		in[0] = '"';
+		for (size_t i = 0; i < n; i++) {
+			in[1 + 2 * i] = '\\';
+			in[2 + 2 * i] = i % 2 ? '"' : 'n';
+		}
+		len = 1 + 2 * n;
+		memcpy(in + len, "\" ,1", 4);
+		len += 4;
+		jw_compact(b, in, len);
+		s = drain_str(b);
+		ck_assert_uint_eq(strlen(s), len - 1);
+		ck_assert(memcmp(s, in, len - 3) == 0);
+		ck_assert_str_eq(s + len - 4, "\",1");
+		free(s);
+		free(in);
+	}
 	evbuffer_free(b);
 }
 END_TEST
@@ -158,6 +219,69 @@ START_TEST(test_config_file)
 	fclose(f);
 	ck_assert_int_eq(config_parse(&cfg, 2, argv, err, sizeof(err)), -1);
 	ck_assert_ptr_nonnull(strstr(err, "unknown option"));
+	config_free(&cfg);
+	unlink(path);
+}
+END_TEST
+
+/* A value outside an option's set is refused wherever it comes from; a
+ * reload with a bad value anywhere changes nothing. */
+START_TEST(test_config_choices_and_reload)
+{
+	struct config cfg;
+	char err[256], path[] = "/tmp/eventodb-check-XXXXXX";
+	int fd = mkstemp(path);
+	FILE *f = fdopen(fd, "w");
+	char *loud[] = {"--log-level", "loud"};
+	char *upper[] = {"--log-level", "WARN", "--log-format=JSON"};
+	char *withfile[] = {"--config", path};
+	char *flagged[] = {"--config", path, "--log-level", "info"};
+
+	ck_assert_int_eq(config_parse(&cfg, 2, loud, err, sizeof(err)), -1);
+	ck_assert_str_eq(err,
+	                 "--log-level: invalid value \"loud\" for log-level: must be one of debug, info, warn, error");
+	config_free(&cfg);
+	ck_assert_int_eq(config_parse(&cfg, 3, upper, err, sizeof(err)), 0);
+	config_free(&cfg);
+	setenv("EVENTODB_LOG_FORMAT", "xml", 1);
+	ck_assert_int_eq(config_parse(&cfg, 0, NULL, err, sizeof(err)), -1);
+	ck_assert_str_eq(err,
+	                 "EVENTODB_LOG_FORMAT: invalid value \"xml\" for log-format: must be one of console, json");
+	config_free(&cfg);
+	unsetenv("EVENTODB_LOG_FORMAT");
+
+	fprintf(f, "log-level = debug\n");
+	fclose(f);
+	ck_assert_int_eq(config_parse(&cfg, 2, withfile, err, sizeof(err)), 0);
+	ck_assert_str_eq(cfg.log_level, "debug");
+	f = fopen(path, "w");
+	fprintf(f, "log-format = json\nlog-level = loud\n");
+	fclose(f);
+	ck_assert_int_eq(config_reload(&cfg, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, ":2: invalid value \"loud\" for log-level"));
+	ck_assert_str_eq(cfg.log_format, "console"); /* line 1 was not applied either */
+	ck_assert_str_eq(cfg.log_level, "debug");
+	f = fopen(path, "w");
+	fprintf(f, "log-format = json\nlog-level = warn\n");
+	fclose(f);
+	ck_assert_int_eq(config_reload(&cfg, err, sizeof(err)), 0);
+	ck_assert_str_eq(cfg.log_format, "json");
+	ck_assert_str_eq(cfg.log_level, "warn");
+	config_free(&cfg);
+	/* a flag wins over the file, but a bad value in the file still fails,
+	 * as it does at start-up */
+	f = fopen(path, "w");
+	fprintf(f, "log-level = debug\n");
+	fclose(f);
+	ck_assert_int_eq(config_parse(&cfg, 4, flagged, err, sizeof(err)), 0);
+	ck_assert_str_eq(cfg.log_level, "info");
+	f = fopen(path, "w");
+	fprintf(f, "log-level = loud\n");
+	fclose(f);
+	ck_assert_int_eq(config_reload(&cfg, err, sizeof(err)), -1);
+	ck_assert_str_eq(cfg.log_level, "info");
+	config_free(&cfg);
+	ck_assert_int_eq(config_parse(&cfg, 4, flagged, err, sizeof(err)), -1);
 	config_free(&cfg);
 	unlink(path);
 }
@@ -462,6 +586,82 @@ START_TEST(test_shm_ns_churn)
 }
 END_TEST
 
+/* The lines log_msg writes to a file, for format (console or json). */
+static char *
+log_lines(const char *format, const char *msg)
+{
+	char path[] = "/tmp/check_core_log_XXXXXX", err[256], *buf;
+	int fd = mkstemp(path);
+	FILE *f;
+	long n;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	log_setup("info", format);
+	ck_assert_int_eq(log_open(path, 0, err, sizeof(err)), 0);
+	log_msg(LVL_INFO, "%s", msg);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	buf = calloc(1, 65536);
+	n = (long)fread(buf, 1, 65535, f);
+	ck_assert_int_gt(n, 0);
+	fclose(f);
+	unlink(path);
+	return buf;
+}
+
+/* Client text cannot forge a line: control characters are escaped in every
+ * format; the time has a fixed width. */
+START_TEST(test_log_escaping)
+{
+	const char *msg = "parsing time \"\n2026-01-01 [1] ERROR forged\r\t\x1b[31m\x7f\" \\ \xc3\xa9 \xff end";
+	char *out = log_lines("console", msg), *nl = strchr(out, '\n');
+	json_object *o, *m;
+
+	/* 2026-01-02T03:04:05.678Z [pid] INFO message */
+	ck_assert_ptr_nonnull(nl);
+	ck_assert(nl[1] == '\0'); /* one line */
+	ck_assert(out[4] == '-' && out[10] == 'T' && out[19] == '.' && out[23] == 'Z' && out[24] == ' ');
+	ck_assert_str_eq(strstr(out, "] INFO "),
+	                 "] INFO parsing time \"\\n2026-01-01 [1] ERROR forged\\r\\t\\x1b[31m\\x7f\" "
+	                 "\\\\ \xc3\xa9 \\xff end\n");
+	free(out);
+	out = log_lines("json", msg);
+	nl = strchr(out, '\n');
+	ck_assert(nl != NULL && nl[1] == '\0');
+	o = json_tokener_parse(out);
+	ck_assert_ptr_nonnull(o);
+	ck_assert(json_object_object_get_ex(o, "message", &m));
+	ck_assert_str_eq(json_object_get_string(m),
+	                 "parsing time \"\n2026-01-01 [1] ERROR forged\r\t\x1b[31m\x7f\" \\ \xc3\xa9 \xef\xbf\xbd end");
+	ck_assert(json_object_object_get_ex(o, "time", &m));
+	ck_assert_int_eq(json_object_get_string_len(m), 24);
+	json_object_put(o);
+	free(out);
+}
+END_TEST
+
+/* A message longer than a line is cut, still one line, still JSON. */
+START_TEST(test_log_long_message)
+{
+	char msg[5000];
+	char *out;
+	json_object *o;
+
+	for (size_t i = 0; i + 2 < sizeof(msg); i += 2)
+		memcpy(msg + i, "\xc3\xa9", 2);
+	msg[sizeof(msg) - 2] = '\0';
+	msg[100] = '\n';
+	out = log_lines("json", msg);
+	ck_assert(strlen(out) <= 4096);
+	ck_assert(strchr(out, '\n') == out + strlen(out) - 1);
+	o = json_tokener_parse(out);
+	ck_assert_ptr_nonnull(o);
+	json_object_put(o);
+	free(out);
+}
+END_TEST
+
 static Suite *
 core_suite(void)
 {
@@ -471,12 +671,14 @@ core_suite(void)
 	tc = tcase_create("jsonw");
 	tcase_add_test(tc, test_jw_escaping);
 	tcase_add_test(tc, test_jw_escape_matches_str);
+	tcase_add_test(tc, test_jw_compact);
 	tcase_add_test(tc, test_jw_ints_and_time);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("config");
 	tcase_add_test(tc, test_config_forms);
 	tcase_add_test(tc, test_config_precedence_and_errors);
 	tcase_add_test(tc, test_config_file);
+	tcase_add_test(tc, test_config_choices_and_reload);
 	tcase_add_test(tc, test_config_sizes);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("pool");
@@ -490,6 +692,10 @@ core_suite(void)
 	tcase_add_test(tc, test_shm_ns_table);
 	tcase_add_test(tc, test_shm_ns_tombstones_limit_and_reservations);
 	tcase_add_test(tc, test_shm_ns_churn);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("log");
+	tcase_add_test(tc, test_log_escaping);
+	tcase_add_test(tc, test_log_long_message);
 	suite_add_tcase(s, tc);
 	return s;
 }

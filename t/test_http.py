@@ -64,6 +64,23 @@ class TestEnvelope(harness.TestCase):
                 r = post([m, "x"])
                 self.assertError(r, 404, "METHOD_NOT_FOUND", "Unknown method: %s" % m)
 
+    def test_long_message_cut_on_a_character_boundary(self):
+        """A message cut to its budget (2 KiB) never splits a UTF-8 character: the body stays valid
+        UTF-8 and valid JSON. "Unknown method: " is 16 bytes, so a cut at 2047 bytes falls in the
+        middle of a two-byte character, and for the three- and four-byte ones at some offset."""
+        for pad, ch in (("", "\u00e9"), ("", "\u20ac"), ("x", "\u20ac"), ("", "\U0001f30d"), ("xy", "\U0001f30d"),
+                        ("xyz", "\U0001f30d")):
+            with self.subTest(pad=pad, ch=ch):
+                name = pad + ch * 1500
+                r = post([name, "x"])
+                self.assertEqual(r.status, 404, r)
+                text = r.raw.decode("utf-8")  # strict: raises on a split character
+                msg = json.loads(text)["error"]["message"]
+                self.assertTrue(msg.startswith("Unknown method: " + pad + ch), msg[:40])
+                self.assertTrue(("Unknown method: " + name).startswith(msg))
+                self.assertGreater(len(msg.encode()), 2040)
+                self.assertLessEqual(len(msg.encode()), 2047)
+
     def test_only_post(self):
         for method in ("GET", "PUT", "DELETE", "PATCH"):
             with self.subTest(method=method):

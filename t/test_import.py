@@ -429,6 +429,21 @@ class TestImport(Base):
         # nothing of the partial batch before a bad line was stored
         self.assertEqual(category(SRV, tok, "acct"), [])
 
+    def test_bad_time_message_cut_on_a_character_boundary(self):
+        """The bad time is quoted up to 64 bytes; the cut never splits a UTF-8 character, so the error
+        event is valid UTF-8 and valid JSON (parse_events decodes strictly)."""
+        _, tok = self.ns()
+        for pad in ("", "a", "ab", "abc"):
+            with self.subTest(pad=pad):
+                bad = pad + "\U0001f30d" * 40
+                r = rec(1, time_=bad)
+                resp, ev = do_import(SRV, ndjson([r]), tok)
+                self.assertEqual(resp.status, 200)
+                quoted = bad.encode()[:64].decode("utf-8", "ignore")
+                self.assertErrorEvent(ev, "INVALID_RECORD", line=1, message='invalid record at line 1: invalid time '
+                                      'format: parsing time "%s" as RFC 3339 failed' % quoted)
+                self.assertGreater(len(quoted.encode()), 60)
+
     def test_line_over_1mib_is_read_error(self):
         _, tok = self.ns()
         big = json.dumps(rec(2, data={"pad": "x" * (1024 * 1024)})).encode()
@@ -745,6 +760,36 @@ class TestImport(Base):
             srv.stop()
 
 
+class TestLogForging(Base):
+    """Issue 9: an import record's time is quoted in the error, and the error is logged; a newline in
+    it must not start a log line of its own, in either log format."""
+
+    FORGED = "\n2026-01-01 [1] ERROR forged"
+
+    def test_record_time_cannot_forge_a_log_line(self):
+        for fmt in ("console", "json"):
+            with self.subTest(format=fmt):
+                srv = harness.Server(name="forge-" + fmt, workers=1, extra=["--log-format", fmt]).start()
+                try:
+                    _, tok = srv.create_namespace()
+                    r, ev = do_import(srv, ndjson([rec(1, time_=self.FORGED)]), tok)
+                    self.assertErrorEvent(ev, "INVALID_RECORD", line=1)
+                    self.assertIn(self.FORGED, ev[-1]["message"])
+                    self.assertTrue(harness.wait_until(lambda: "import failed" in srv.output(), 5), srv.output())
+                finally:
+                    srv.stop()
+                lines = srv.output().splitlines()
+                self.assertFalse([l for l in lines if "forged" in l and "import failed" not in l], lines)
+                failed = [l for l in lines if "import failed" in l]
+                self.assertEqual(len(failed), 1, lines)
+                if fmt == "json":
+                    for l in lines:
+                        json.loads(l)  # every line is one JSON object
+                    self.assertIn('parsing time "%s"' % self.FORGED, json.loads(failed[0])["message"])
+                else:
+                    self.assertIn('parsing time "\\n2026-01-01 [1] ERROR forged"', failed[0])
+
+
 # ---------------------------------------------------------------------------
 # eventodb export / eventodb import
 # ---------------------------------------------------------------------------
@@ -787,13 +832,13 @@ class TestCommands(Base):
     def export(self, srv, tok, path, *extra):
         p = cli("export", "--url", url(srv), "--token", tok, "--output", path, *extra)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(b"events total\n", p.stderr)
+        self.assertRegex(p.stderr.decode(), r"Exported: \d+ events? total\n$")
         return p
 
     def import_(self, srv, tok, path, *extra, input=None):
         p = cli("import", "--url", url(srv), "--token", tok, "--input", path, *extra, input=input)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertRegex(p.stderr.decode(), r"Imported: \d+ events in \d+\.\ds\n$")
+        self.assertRegex(p.stderr.decode(), r"Imported: \d+ events? in \d+\.\ds\n$")
         return p
 
     def read(self, path):
@@ -814,11 +859,13 @@ class TestCommands(Base):
         first = json.loads(lines[0])
         self.assertEqual(list(first), ["id", "stream", "type", "pos", "gpos", "data", "meta", "time"])
         self.assertEqual(first["meta"], None)
-        self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        # D22: the stored precision, microseconds with trailing zeros trimmed
+        self.assertRegex(first["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,5}[1-9])?Z$")
+        self.assertEqual(first["time"], SRV.call("stream.get", "fmt-1", token=tok)[0][6])
         self.assertIn('"data":{"a":{"c":[1,"\\u003c"],"d":1},"b":2}', lines[0])
         self.assertEqual(lines[1], '{"id":"0190a4e0-0000-7000-8000-000000000001","stream":"fmt-2","type":"T",'
                                    '"pos":0,"gpos":77,"data":{"n":77},"meta":{"y":null,"z":1},'
-                                   '"time":"2024-05-06T07:08:09Z"}')
+                                   '"time":"2024-05-06T07:08:09.987654Z"}')
 
     def test_round_trip_identical(self):
         _, tok_a = self.ns()
@@ -841,6 +888,49 @@ class TestCommands(Base):
         # writes continue after the highest imported position
         top = max(json.loads(l)["gpos"] for l in self.read(one).splitlines())
         self.assertEqual(SRV.write("acct-9", token=tok_c)["globalPosition"], top + 1)
+
+    def test_counts_say_event_or_events(self):
+        _, tok = self.ns()
+        path = self.tmp("count")
+        p = self.export(SRV, tok, path)
+        self.assertEqual(p.stderr, b"\rExported: 0 events total\n")
+        SRV.write("one-1", token=tok)
+        p = self.export(SRV, tok, path)
+        self.assertEqual(p.stderr, b"\rExported: 1 event...\rExported: 1 event total\n")
+        _, tok_b = self.ns()
+        p = self.import_(SRV, tok_b, path)
+        self.assertRegex(p.stderr, rb"^\rImported: 1 event in \d+\.\ds\n$")
+        SRV.write("one-1", token=tok)
+        p = self.export(SRV, tok, path)
+        self.assertEqual(p.stderr, b"\rExported: 2 events...\rExported: 2 events total\n")
+        _, tok_c = self.ns()
+        p = self.import_(SRV, tok_c, path)
+        self.assertRegex(p.stderr, rb"^\rImported: 2 events in \d+\.\ds\n$")
+
+    def test_round_trip_keeps_time_fraction(self):
+        """D22: export -> import -> export keeps every time exactly; whole-second files still import."""
+        _, tok_a = self.ns()
+        times = ["2024-05-06T07:08:09.987654Z", "2024-05-06T07:08:09.5Z", "2024-05-06T07:08:10.000001Z",
+                 "2024-05-06T07:08:11Z", "1999-12-31T23:59:59.999999Z"]
+        do_import(SRV, ndjson([rec(i + 1, pos=i, time_=t) for i, t in enumerate(times)]), tok_a)
+        SRV.write("live-1", data={"now": True}, token=tok_a)  # a time the server took itself
+        stored = [m[7] for m in category(SRV, tok_a, "")]
+        self.assertEqual(stored[:5], times)
+        one, two = self.tmp("frac1"), self.tmp("frac2")
+        self.export(SRV, tok_a, one)
+        self.assertEqual([json.loads(l)["time"] for l in self.read(one).splitlines()], stored)
+        _, tok_b = self.ns()
+        self.import_(SRV, tok_b, one)
+        self.assertEqual([m[7] for m in category(SRV, tok_b, "")], stored)
+        self.export(SRV, tok_b, two)
+        self.assertEqual(self.read(one), self.read(two))
+        # a file of the reference server's kind, whole seconds
+        old = self.tmp("whole")
+        with open(old, "wb") as f:
+            f.write(ndjson([rec(1, pos=0, time_="2025-01-15T10:00:00Z"), rec(2, pos=1, time_="2025-01-15T10:00:01Z")]))
+        _, tok_c = self.ns()
+        self.import_(SRV, tok_c, old)
+        self.assertEqual([m[7] for m in category(SRV, tok_c, "")], ["2025-01-15T10:00:00Z", "2025-01-15T10:00:01Z"])
 
     def test_cross_store_migration(self):
         """This store -> the other store -> this store, byte-identical exports all the way."""

@@ -3,6 +3,7 @@
 sd_notify through a fake NOTIFY_SOCKET, SIGHUP reload, SIGUSR1 log reopen, pid files,
 --check-config, process titles, a second SIGTERM, make install (the man pages: test_man.py)."""
 
+import json
 import os
 import re
 import shutil
@@ -253,6 +254,76 @@ class TestCheckConfig(harness.TestCase):
         rc = srv.run_to_exit(20)
         self.assertNotEqual(rc, 0, "a server with --max-body 4GiB must refuse to start")
         self.assertIn('invalid value "4GiB" for max-body', srv.output())
+
+
+class TestPostgresLog(harness.TestCase):
+    """libpq's text in our log: one line, through the logger (issue 9, issue 13)."""
+
+    def test_refused_connection_is_one_line(self):
+        port = harness.free_port()
+        srv = harness.Server(db_url="postgres://postgres@127.0.0.1:%d/eventodb" % port, name="refused", workers=1)
+        self.assertEqual(srv.run_to_exit(20), 1, srv.log())
+        out = srv.output()
+        self.assertRegex(out, r"(?m)^\S+ \[\d+\] ERROR cannot connect to the database at 127\.0\.0\.1:%d: "
+                              r"Connection refused\. Is the server running on that host and accepting TCP/IP "
+                              r"connections\?$" % port)
+        self.assertNotIn("database migration failed", out)
+        for line in out.splitlines():
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \[\d+\] [A-Z]+ ", out)
+
+    def test_lost_database_reconnects_say_where_on_one_line(self):
+        """At run time too: a worker that cannot reconnect logs where and why, on one line."""
+        pg = harness.PgCluster()
+        srv = harness.Server(db_url=pg, name="lost", workers=1, extra=["--pg-notify=false"]).start()
+        try:
+            self.assertOk(srv.rpc("stream.version", "x-1"))
+            pg.stop("fast")
+            want = ("cannot connect to the database at 127.0.0.1:%d: Connection refused. Is the server running on "
+                    "that host and accepting TCP/IP connections?" % pg.port)
+            r = srv.rpc("stream.version", "x-1", timeout=20)
+            self.assertEqual(r.status, 503, r)
+            self.assertTrue(harness.wait_until(lambda: want in srv.output(), 10), srv.output())
+            # (at warn the first time; while PostgreSQL was still shutting down that may have been
+            # another reason, and repeats are at debug)
+            self.assertRegex(srv.output(), r"(?m)^\S+ \[\d+\] (WARN|DEBUG) database connection \d+: %s$"
+                             % re.escape(want))
+            self.assertNotIn("unexpectedly This", srv.output())
+        finally:
+            srv.stop()
+            pg.destroy()
+
+    def test_notices_go_through_the_logger(self):
+        """A NOTICE and a WARNING raised on the write listener's connection (a trigger on its heartbeat
+        table), and the migrations' routine NOTICEs, arrive as JSON log lines at debug and warn."""
+        pg = harness.pg_cluster()
+        url = pg.create_database(unique("notice"))
+        db = url.rsplit("/", 1)[1]
+        srv = harness.Server(db_url=url, name="notice", workers=1, extra=["--log-format", "json"]).start()
+        srv.stop()
+        pg.psql("CREATE FUNCTION eventodb_store.t_notice() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN RAISE NOTICE 'listener row %', NEW.host; RAISE WARNING 'careful: %', NEW.host;"
+                " RETURN NEW; END $$;"
+                "CREATE TRIGGER t_notice BEFORE INSERT OR UPDATE ON eventodb_store.listeners"
+                " FOR EACH ROW EXECUTE FUNCTION eventodb_store.t_notice()", db=db)
+        srv.start()
+        try:
+            self.assertTrue(harness.wait_until(lambda: "careful: " in srv.output(), 10), srv.output())
+        finally:
+            srv.stop()
+        lines = [json.loads(l) for l in srv.output().splitlines()]  # every line is JSON
+        by = {}
+        for l in lines:
+            self.assertEqual(set(l), {"level", "time", "pid", "message"}, l)
+            by.setdefault(l["message"].split(" ")[1] if l["message"].startswith("postgres ") else "", []).append(l)
+        notice = [l for l in lines if l["message"].startswith("postgres NOTICE: listener row ")]
+        warning = [l for l in lines if l["message"].startswith("postgres WARNING: careful: ")]
+        self.assertTrue(notice, lines)
+        self.assertTrue(warning, lines)
+        self.assertEqual({l["level"] for l in notice}, {"debug"})
+        self.assertEqual({l["level"] for l in warning}, {"warn"})
+        # the migrations' NOTICEs on the second start ("... already exists, skipping")
+        self.assertTrue([l for l in lines if l["level"] == "debug" and l["message"].startswith("postgres NOTICE: ")
+                         and "already exists, skipping" in l["message"]], lines)
 
 
 class TestDocsAndInstall(harness.TestCase):

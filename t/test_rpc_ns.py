@@ -14,8 +14,8 @@ from harness import unique, make_token  # noqa: E402
 
 SRV = None
 MSG = {"type": "T", "data": {}}
-NS_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{0,8}[1-9])?Z$")
-SEC_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+# D12: every time is the stored one, microseconds, trailing zeros trimmed
+US_TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{0,5}[1-9])?Z$")
 TOKEN_RE = re.compile(r"^ns_[A-Za-z0-9_-]+_[0-9a-f]{64}$")
 
 
@@ -62,7 +62,7 @@ class TestCreate(Base):
         tok = r["token"]
         self.assertTrue(TOKEN_RE.match(tok), tok)
         self.assertTrue(tok.startswith("ns_" + harness.b64url(ns_id) + "_"), tok)
-        self.assertTrue(NS_TIME_RE.match(r["createdAt"]), r["createdAt"])
+        self.assertTrue(US_TIME_RE.match(r["createdAt"]), r["createdAt"])
         self.assertLess(abs(harness.parse_rfc3339(r["createdAt"]) - t0), 30)
         # the token works, and is bound to the new namespace
         self.assertEqual(self.write(tok, "a-1")["globalPosition"], 1)
@@ -260,7 +260,7 @@ class TestDelete(Base):
         self.assertEqual(set(d), {"deletedAt", "messagesDeleted", "namespace"})
         self.assertEqual(d["namespace"], ns_id)
         self.assertEqual(d["messagesDeleted"], 5)
-        self.assertTrue(NS_TIME_RE.match(d["deletedAt"]), d)
+        self.assertTrue(US_TIME_RE.match(d["deletedAt"]), d)
         self.assertLess(abs(harness.parse_rfc3339(d["deletedAt"]) - t0), 30)
         # old token refused everywhere
         for method, args in (("stream.get", ("acc-1",)), ("stream.write", ("acc-1", MSG)),
@@ -302,7 +302,7 @@ class TestListInfo(Base):
         self.assertLess(ids.index(b), ids.index(a), "created_at DESC: %r" % ids)
         for n in lst:
             self.assertEqual(set(n), {"createdAt", "description", "messageCount", "namespace"}, n)
-            self.assertTrue(SEC_TIME_RE.match(n["createdAt"]), n)
+            self.assertTrue(US_TIME_RE.match(n["createdAt"]), n)
             self.assertIsInstance(n["messageCount"], int)
         # created_at ordering is non-increasing
         times = [harness.parse_rfc3339(n["createdAt"]) for n in lst]
@@ -328,7 +328,7 @@ class TestListInfo(Base):
         self.assertEqual(info["messageCount"], 0)
         self.assertEqual(info["streamCount"], 0)
         self.assertIsNone(info["lastActivity"])
-        self.assertTrue(SEC_TIME_RE.match(info["createdAt"]), info)
+        self.assertTrue(US_TIME_RE.match(info["createdAt"]), info)
         t0 = time.time()
         self.write(tok, "acc-1", 2)
         self.write(tok, "acc-2", 1)
@@ -341,6 +341,105 @@ class TestListInfo(Base):
         self.assertLess(abs(harness.parse_rfc3339(info["lastActivity"]) - t0), 10)
         # the tenant sees the same
         self.assertEqual(self.ok("ns.info", ns_id, token=tok), info)
+
+
+class TestTimePrecision(Base):
+    """D12: one precision, the stored one (microseconds), from every method on both stores."""
+
+    def test_create_info_list_agree(self):
+        fractions = 0
+        for _ in range(3):
+            ns_id, r = self.create()
+            created = r["createdAt"]
+            self.assertTrue(US_TIME_RE.match(created), created)
+            fractions += "." in created
+            self.assertEqual(self.ok("ns.info", ns_id)["createdAt"], created)
+            by = {n["namespace"]: n for n in self.ok("ns.list")}
+            self.assertEqual(by[ns_id]["createdAt"], created)
+        # a whole second three times in a row is a one in 10^18 chance
+        self.assertGreater(fractions, 0, "no fraction in three creation times")
+
+    def test_activity_is_the_message_time(self):
+        ns_id, r = self.create()
+        tok = r["token"]
+        for st in ("a-1", "b-1", "a-1"):
+            self.write(tok, st)
+        last_a = self.ok("stream.last", "a-1", token=tok)[6]
+        last_b = self.ok("stream.last", "b-1", token=tok)[6]
+        rows = {x["stream"]: x["lastActivity"] for x in self.ok("ns.streams", token=tok)}
+        self.assertEqual(rows, {"a-1": last_a, "b-1": last_b})
+        # the newest message is the last one written, on a-1
+        newest = self.ok("category.get", "", token=tok)[-1][7]
+        self.assertEqual(newest, last_a)
+        self.assertEqual(self.ok("ns.info", ns_id)["lastActivity"], newest)
+        d = self.ok("ns.delete", ns_id)
+        self.assertTrue(US_TIME_RE.match(d["deletedAt"]), d)
+
+
+class TestRegistryUpgrade(harness.TestCase):
+    """A registry written before creation times had microseconds: the migration gives existing rows
+    their whole-second value, and a row an older server writes later still reads."""
+
+    OLD = 1700000000  # 2023-11-14T22:13:20Z
+
+    def test_upgrade_keeps_old_creation_times(self):
+        token_hash = "ab" * 32
+        if harness.STORE == "sqlite":
+            import sqlite3
+
+            d = os.path.join(harness.module_tmp(), unique("oldreg"))
+            os.makedirs(d)
+            db = sqlite3.connect(os.path.join(d, "metadata.db"))
+            db.executescript(
+                "CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL);"
+                "INSERT INTO schema_migrations VALUES ('001_namespace_registry.sql', 1);"
+                "CREATE TABLE namespaces (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,"
+                " db_path TEXT NOT NULL UNIQUE, description TEXT, created_at INTEGER, metadata TEXT DEFAULT '{}');"
+                "INSERT INTO namespaces VALUES ('old', '%s', 'old.db', 'from before', %d, '{}');"
+                % (token_hash, self.OLD))
+            db.commit()
+            db.close()
+            srv = harness.Server(db_url="sqlite://metadata.db", extra=["--data-dir", d], name="upgrade")
+            srv.start()
+            srv.stop()
+            db = sqlite3.connect(os.path.join(d, "metadata.db"))
+            self.assertEqual(db.execute("SELECT created_at_us FROM namespaces WHERE id = 'old'").fetchone()[0],
+                             self.OLD * 1000000)
+            # a row as an older server writes it (no created_at_us)
+            db.execute("INSERT INTO namespaces (id, token_hash, db_path, description, created_at) VALUES"
+                       " ('older', '%s', 'older.db', '', %d)" % ("cd" * 32, self.OLD + 1))
+            db.commit()
+            db.close()
+        else:
+            pg = harness.pg_cluster()
+            url = pg.create_database(unique("oldreg"))
+            db = url.rsplit("/", 1)[1]
+            srv = harness.Server(db_url=url, name="upgrade")
+            srv.start()
+            srv.stop()
+            # back to the registry as it was before migration 003, with a namespace in it
+            pg.psql("ALTER TABLE eventodb_store.namespaces DROP COLUMN created_at_us;"
+                    "DELETE FROM eventodb_store.schema_migrations WHERE version = '003_namespace_created_us.sql';"
+                    "INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
+                    " VALUES ('old', '%s', 'eventodb_old', 'from before', %d)" % (token_hash, self.OLD), db=db)
+            srv.start()
+            srv.stop()
+            self.assertEqual(pg.psql("SELECT created_at_us FROM eventodb_store.namespaces WHERE id = 'old'", db=db),
+                             str(self.OLD * 1000000))
+            pg.psql("INSERT INTO eventodb_store.namespaces (id, token_hash, schema_name, description, created_at)"
+                    " VALUES ('older', '%s', 'eventodb_older', '', %d)" % ("cd" * 32, self.OLD + 1), db=db)
+        srv.start()
+        try:
+            self.assertIn("applied registry migration", srv.log())
+            info = srv.call("ns.info", "old")
+            self.assertEqual(info["createdAt"], "2023-11-14T22:13:20Z")
+            self.assertEqual(info["description"], "from before")
+            self.assertEqual(srv.call("ns.info", "older")["createdAt"], "2023-11-14T22:13:21Z")
+            by = {n["namespace"]: n["createdAt"] for n in srv.call("ns.list")}
+            self.assertEqual(by["old"], "2023-11-14T22:13:20Z")
+            self.assertEqual(list(by)[-2:], ["older", "old"], "ns.list: newest first")
+        finally:
+            srv.stop()
 
 
 class TestStreams(Base):
@@ -370,7 +469,7 @@ class TestStreams(Base):
         self.assertEqual(self.names_of(rows), self.bytesort(self.names))
         for r in rows:
             self.assertEqual(set(r), {"lastActivity", "stream", "version"}, r)
-            self.assertTrue(SEC_TIME_RE.match(r["lastActivity"]), r)
+            self.assertTrue(US_TIME_RE.match(r["lastActivity"]), r)
             self.assertLess(abs(harness.parse_rfc3339(r["lastActivity"]) - t0), 60)
         by = {r["stream"]: r for r in rows}
         self.assertEqual(by["acc-1"]["version"], 2)

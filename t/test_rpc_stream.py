@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """stream.write / stream.get / stream.last / stream.version (SPEC 4.1-4.4, 10, D4, D5, D10, D14, D15, D19)."""
 
+import json
 import os
 import re
 import sys
@@ -25,6 +26,10 @@ def setUpModule():
 
 def tearDownModule():
     harness.cleanup()
+
+
+def json_str(s):
+    return json.dumps(s, ensure_ascii=False)
 
 
 def stream(prefix="st"):
@@ -517,6 +522,68 @@ class TestDataFidelity(Base):
         # just under the limit is fine
         self.write(s, {"type": "T", "data": {"blob": "x" * 900000}})
         self.assertEqual(self.ok("stream.version", s), 0)
+
+
+class TestBytes(Base):
+    """SPEC D21: data and metadata come back as compact JSON, the same bytes from both stores.
+    Keys here are written in jsonb's own order (fewer bytes first, then byte-wise), which the embedded
+    store keeps because it keeps the client's order; TestKeyOrder shows where the two differ."""
+
+    # (data as sent, exactly; data as expected back, exactly)
+    DATA = [
+        ('{"a": 1, "b": [1, 2, {"c": null}], "nested": {"x": {"y": {"z": [true, false]}}}}',
+         '{"a":1,"b":[1,2,{"c":null}],"nested":{"x":{"y":{"z":[true,false]}}}}'),
+        ('{"s": "a , b : c { } [ ]", "sp": "  two  spaces  ", "k y": "v"}',
+         '{"s":"a , b : c { } [ ]","sp":"  two  spaces  ","k y":"v"}'),
+        ('{"q": "say \\"hi\\", \\"x\\": 1", "bs": "c:\\\\dir\\\\", "end": "\\\\"}',
+         '{"q":"say \\"hi\\", \\"x\\": 1","bs":"c:\\\\dir\\\\","end":"\\\\"}'),
+        ('{"u": "Hello \u4e16\u754c \U0001f30d", "\u043a": "\u0437", "ctl": "a\\nb\\tc\\u0001"}',
+         '{"u":"Hello \u4e16\u754c \U0001f30d","\u043a":"\u0437","ctl":"a\\nb\\tc\\u0001"}'),
+        ('{"f": 3.5, "i": 42, "n": -17, "z": 0, "big": 9007199254740993, "neg": -2.25}',
+         '{"f":3.5,"i":42,"n":-17,"z":0,"big":9007199254740993,"neg":-2.25}'),
+        ('{ }', '{}'),
+        ('{"a": [ ], "e": "", "o": { }}', '{"a":[],"e":"","o":{}}'),
+    ]
+    META = ('{"x": "y : z", "correlationStreamName": "c-1"}', '{"x":"y : z","correlationStreamName":"c-1"}')
+
+    def write_raw(self, s, data, meta=None):
+        mid = str(uuid.uuid4())
+        msg = '{"type":"T","data":%s%s}' % (data, ',"metadata":%s' % meta if meta is not None else "")
+        r = self.rpc(None, raw_body='["stream.write",%s,%s,{"id":"%s"}]' % (json_str(s), msg, mid))
+        self.assertEqual(r.status, 200, r)
+        return mid, r.body["globalPosition"]
+
+    def test_compact_bytes_on_every_read(self):
+        for i, (sent, want) in enumerate(self.DATA):
+            with self.subTest(case=i, data=sent):
+                s = stream("bytes")
+                mid, g = self.write_raw(s, sent, self.META[0])
+                mid2, g2 = self.write_raw(s, sent)
+                r = self.rpc("stream.get", s)
+                t1, t2 = r.body[0][6], r.body[1][6]
+                row1 = '["%s","T",0,%d,%s,%s,"%s"]' % (mid, g, want, self.META[1], t1)
+                row2 = '["%s","T",1,%d,%s,null,"%s"]' % (mid2, g2, want, t2)
+                self.assertEqual(r.raw.decode(), "[%s,%s]\n" % (row1, row2))
+                r = self.rpc("stream.last", s)
+                self.assertEqual(r.raw.decode(), row2 + "\n")
+                r = self.rpc("category.get", s.split("-")[0])
+                self.assertEqual(r.raw.decode(), '[["%s",%s,"T",0,%d,%s,%s,"%s"],["%s",%s,"T",1,%d,%s,null,"%s"]]\n'
+                                 % (mid, json_str(s), g, want, self.META[1], t1, mid2, json_str(s), g2, want, t2))
+
+
+class TestKeyOrder(Base):
+    """The key order each store keeps (README, "Stores"): PostgreSQL's jsonb its own normalized
+    order (keys of fewer bytes first, then byte-wise; of duplicate keys the last wins), the embedded store
+    the order the client sent."""
+
+    def test_key_order_per_store(self):
+        s = stream("order")
+        r = self.rpc(None, raw_body='["stream.write",%s,{"type":"T","data":{"bb": 1, "b": 2, "a": 3, "a": 4}}]'
+                     % json_str(s))
+        self.assertEqual(r.status, 200, r)
+        raw = self.rpc("stream.last", s).raw.decode()
+        want = '{"a":4,"b":2,"bb":1}' if harness.STORE == "postgres" else '{"bb":1,"b":2,"a":4}'
+        self.assertIn("," + want + ",", raw)
 
 
 class TestGet(Base):
