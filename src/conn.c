@@ -54,158 +54,19 @@
 #include "wbuf.h"
 #include "worker.h"
 
-#define CONN_MAGIC 0x434f4e4eu /* "CONN" */
-#define REQ_MAGIC 0x52455155u  /* "REQU" */
-#define RBUF_MAGIC 0x52425546u /* "RBUF" */
+#include "conn_int.h"
 
-#define READ_CHUNK (64 * 1024)       /* one read() */
-#define URI_MAX 8192                 /* 414 above */
-#define HEADERS_MAX 100              /* 431 above */
-#define STASH_MAX (64 * 1024)        /* pipelined input kept while a request runs */
-#define OUT_HIGH (1024 * 1024)       /* queued output that stops taking requests */
-#define LINGER_MS 2000               /* a closing connection drops input this long */
-#define LINGER_BYTES (1024 * 1024)   /* ... or this much */
-#define STREAM_INPUT_MAX (64 * 1024) /* input a stream (SSE) drops before closing */
-#define WRITE_TIMEOUT_S 120          /* no write progress: the peer is gone */
-#define FRAMING_SLACK (64 * 1024)    /* chunk framing bytes allowed beyond ... */
-#define FRAMING_PER_CHUNK 64         /* ... this much per chunk */
-#define REJECT_EXTRA 64              /* refused connections lingering at once */
-#define KEEP_HEAD (64 * 1024)        /* pooled buffers keep this much memory */
-#define KEEP_BODY (1024 * 1024)
-#define KEEP_OUT (256 * 1024)
-#define ACCEPT_PAUSE_MIN_MS 50
-#define ACCEPT_PAUSE_MAX_MS 500
-
-enum phase {
-	PH_IDLE,   /* between requests */
-	PH_HEAD,   /* reading a request head */
-	PH_BODY,   /* reading its body */
-	PH_WAIT,   /* the message is in; a handler has it */
-	PH_LINGER, /* answered and closing: dropping input */
-};
-
-/* A request's storage, pooled: the head (target, then name\0value\0 pairs,
- * then the path and query as C strings), the body, extra reply headers. */
-struct rbuf {
-	uint32_t magic;
-	struct wbuf head;
-	struct wbuf body;
-	size_t body_off; /* streamed bodies: bytes consumed at the front */
-	struct wbuf extra;
-	uint32_t hname[HEADERS_MAX], hval[HEADERS_MAX];
-};
-
-/* Queued bytes (pending output, or input waiting behind a request). */
-struct obuf {
-	struct wbuf b;
-	size_t off;
-};
-
-struct conn;
-
-enum { PIECE_NONE, PIECE_URL, PIECE_FIELD, PIECE_VALUE };
-
-struct http_req {
-	uint32_t magic;
-	struct conn *c;
-	struct rbuf *rb;
-	const struct http_route *route;
-	enum httpp_method method;
-	const char *method_name;
-	unsigned minor;
-	const char *path, *query;
-	uint16_t nhdr;
-	int64_t start_us;
-	int status;
-	uint64_t body_sent;
-	bool held;      /* a handler owns it */
-	bool counted;   /* in the requests_in_flight gauge */
-	bool replied;   /* the reply (or the stream's end) is queued */
-	bool streaming; /* a streamed reply is under way */
-	bool stream_quiet; /* the stream takes no input */
-	bool head_only; /* HEAD */
-	bool keep_alive;
-	bool expect, continued;
-	bool accepted, ended, broken, body_event;
-	void (*drain_cb)(void *);
-	void *drain_arg;
-	void (*close_cb)(void *);
-	void *close_arg;
-	void (*body_cb)(void *);
-	void *body_arg;
-};
-
-struct conn {
-	uint32_t magic;
-	struct http_server *srv;
-	TAILQ_ENTRY(conn) link;
-	TAILQ_ENTRY(conn) klink; /* in srv->kicked */
-	int fd;
-	enum http_listener on;
-	enum phase phase;
-	struct event *rd, *wr;
-	struct httpp parser;
-	struct http_req req;
-	struct obuf *out;   /* pending output */
-	struct obuf *stash; /* input not parsed yet */
-	enum http_body_mode mode;
-	bool closing;    /* close once the current reply is out */
-	bool dead;       /* the socket is unusable; finish on the next turn */
-	bool reading;    /* rd is added */
-	bool writing;    /* wr is added */
-	uint8_t piece;   /* what the last head piece was (PIECE_*) */
-	bool refused;    /* over --max-connections: only the 503 and the linger */
-	bool kicked;     /* in srv->kicked */
-	uint32_t url_len, head_bytes, target_len;
-	uint64_t body_in, raw_in, nchunks, dropped;
-	int64_t deadline_us; /* PH_HEAD: when the head must be in */
-	/* why a hook stopped the parser */
-	int stop_status;
-	const char *stop_code, *stop_msg;
-	char peer[48];
-};
-
-TAILQ_HEAD(conn_list, conn);
-
-struct http_server {
-	struct worker *w;
-	struct event_base *base;
-	struct evconnlistener *lev[2];
-	struct event *ev_accept; /* resumes accepting after EMFILE/ENFILE */
-	struct event *ev_kick;   /* runs the connections in kicked */
-	struct conn_list kicked;
-	int accept_pause_ms;
-	bool accept_paused;
-	struct pool conn_pool, rbuf_pool, obuf_pool;
-	struct conn_list conns;
-	uint32_t nconns, nrefused_lingering;
-	uint64_t accepted, refused, pauses;
-	bool draining;
-	int64_t pause_logged_us;
-	uint64_t pauses_logged;
-	char *scratch;
-	char date[40];
-	time_t date_sec;
-};
-
-static struct httpp_hooks hooks;
 static void conn_process(struct conn *c, const char *p, size_t n);
-static void request_done(struct conn *c);
-static void conn_free(struct conn *c);
-static bool body_full(const struct conn *c);
-static const char *find_header(const struct http_req *r, const char *name);
-static void start_close(struct conn *c);
-static void reject(struct conn *c, int status, const char *code, const char *message);
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static const struct config *
+const struct config *
 cfg_of(const struct conn *c)
 {
 	return c->srv->w->cfg;
 }
 
-static struct timeval
+struct timeval
 tv_ms(int64_t ms)
 {
 	struct timeval tv;
@@ -218,7 +79,7 @@ tv_ms(int64_t ms)
 }
 
 /* (Re)arms the read event with the timeout of the current phase. */
-static void
+void
 arm_read(struct conn *c)
 {
 	struct timeval tv, *t = &tv;
@@ -245,7 +106,7 @@ arm_read(struct conn *c)
 		c->reading = true;
 }
 
-static void
+void
 stop_read(struct conn *c)
 {
 	event_del(c->rd);
@@ -256,7 +117,7 @@ stop_read(struct conn *c)
  * parsed, or its death finished), never from inside the caller. One event
  * for the whole server: activating a connection's own persistent read event
  * would make libevent re-add it, reading where we had stopped reading. */
-static void
+void
 kick(struct conn *c)
 {
 	if (c->kicked)
@@ -275,7 +136,7 @@ unkick(struct conn *c)
 	c->kicked = false;
 }
 
-static void
+void
 mark_dead(struct conn *c)
 {
 	if (c->dead)
@@ -289,7 +150,7 @@ mark_dead(struct conn *c)
 
 /* The requests_in_flight gauge: requests a handler owns, streams of
  * subscribers excluded (they have their own gauge). */
-static void
+void
 count_in(struct http_req *r)
 {
 	if (!r->counted)
@@ -297,7 +158,7 @@ count_in(struct http_req *r)
 	r->counted = true;
 }
 
-static void
+void
 count_out(struct http_req *r)
 {
 	if (r->counted)
@@ -305,7 +166,7 @@ count_out(struct http_req *r)
 	r->counted = false;
 }
 
-static struct obuf *
+struct obuf *
 obuf_get(struct http_server *s)
 {
 	struct obuf *o = pool_get(&s->obuf_pool);
@@ -318,7 +179,7 @@ obuf_get(struct http_server *s)
 	return o;
 }
 
-static void
+void
 obuf_put(struct http_server *s, struct obuf *o)
 {
 	if (o == NULL)
@@ -327,13 +188,13 @@ obuf_put(struct http_server *s, struct obuf *o)
 	pool_put(&s->obuf_pool, o);
 }
 
-static void
+void
 obuf_dtor(void *obj)
 {
 	wb_free(&((struct obuf *)obj)->b);
 }
 
-static void
+void
 rbuf_dtor(void *obj)
 {
 	struct rbuf *rb = obj;
@@ -343,7 +204,7 @@ rbuf_dtor(void *obj)
 	wb_free(&rb->extra);
 }
 
-static void
+void
 conn_dtor(void *obj)
 {
 	struct conn *c = obj;
@@ -355,7 +216,7 @@ conn_dtor(void *obj)
 	c->rd = c->wr = NULL;
 }
 
-static const char *
+const char *
 date_header(struct http_server *s)
 {
 	time_t now = time(NULL);
@@ -397,14 +258,14 @@ queue_out(struct conn *c, const struct iovec *iov, int cnt, size_t skip)
 	}
 }
 
-static size_t
+size_t
 queued(const struct conn *c)
 {
 	return c->out != NULL ? c->out->b.len - c->out->off : 0;
 }
 
 /* Writes iov: straight to the socket when nothing is queued, the rest queued. */
-static void
+void
 conn_write(struct conn *c, const struct iovec *iov, int cnt)
 {
 	size_t done = 0;
@@ -445,7 +306,7 @@ output_drained(struct conn *c)
 		kick(c); /* pipelined requests waited for the output */
 }
 
-static void
+void
 on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -483,7 +344,7 @@ on_write(evutil_socket_t fd, short what, void *arg)
 
 /* Everything is answered: stop sending, drop what the client still sends
  * for a moment, then close. */
-static void
+void
 start_close(struct conn *c)
 {
 	if (c->dead)
@@ -544,7 +405,7 @@ log_done(struct conn *c)
 /* The end: the socket closes at once; a stream's close callback runs; the
  * connection is freed unless a handler still owns a plain request (its
  * reply frees the connection then). */
-static void
+void
 conn_finish(struct conn *c)
 {
 	struct http_req *r = &c->req;
@@ -575,7 +436,7 @@ conn_finish(struct conn *c)
 	conn_free(c);
 }
 
-static void
+void
 conn_free(struct conn *c)
 {
 	struct http_server *s = c->srv;
@@ -598,7 +459,7 @@ conn_free(struct conn *c)
 
 /* ---- requests ------------------------------------------------------------------- */
 
-static void
+void
 begin_request(struct conn *c)
 {
 	struct http_req *r = &c->req;
@@ -742,7 +603,7 @@ hook_value(void *owner, const char *at, size_t n)
 }
 
 /* A body event for a streaming handler, delivered after the parser returns. */
-static void
+void
 note_body_event(struct http_req *r)
 {
 	r->body_event = true;
@@ -789,7 +650,7 @@ hook_chunk(void *owner)
 	return 0;
 }
 
-static struct httpp_hooks hooks = {
+const struct httpp_hooks conn_hooks = {
 	.url = hook_url,
 	.header_field = hook_field,
 	.header_value = hook_value,
@@ -798,7 +659,7 @@ static struct httpp_hooks hooks = {
 };
 
 /* The value of header name in the finished head, or NULL. */
-static const char *
+const char *
 find_header(const struct http_req *r, const char *name)
 {
 	if (r->rb == NULL)
@@ -1252,7 +1113,7 @@ on_kicked(struct conn *c)
 		body_event(c);
 }
 
-static void
+void
 on_kick(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_server *s = arg;
@@ -1266,7 +1127,7 @@ on_kick(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void
+void
 on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -1303,7 +1164,7 @@ on_read(evutil_socket_t fd, short what, void *arg)
 /* ---- rejections ----------------------------------------------------------------- */
 
 /* Answers an HTTP-level problem with JSON and closes (after a linger). */
-static void
+void
 reject(struct conn *c, int status, const char *code, const char *message)
 {
 	struct http_req *r = &c->req;
@@ -1352,404 +1213,8 @@ reject(struct conn *c, int status, const char *code, const char *message)
 	http_send_error(r, status, code, message, NULL);
 }
 
-/* ---- the reply API ----------------------------------------------------------------- */
-
-static bool
-live(const struct http_req *r)
-{
-	return r != NULL && r->magic == REQ_MAGIC && r->held;
-}
-
-struct worker *
-http_req_worker(const struct http_req *r)
-{
-	return r->c->srv->w;
-}
-
-enum httpp_method
-http_req_method(const struct http_req *r)
-{
-	return r->method;
-}
-
-const char *
-http_req_method_name(const struct http_req *r)
-{
-	return r->method_name != NULL ? r->method_name : "-";
-}
-
-const char *
-http_req_path(const struct http_req *r)
-{
-	return r->path != NULL ? r->path : "";
-}
-
-const char *
-http_req_query(const struct http_req *r)
-{
-	return r->query;
-}
-
-const char *
-http_req_header(const struct http_req *r, const char *name)
-{
-	return find_header(r, name);
-}
-
-const char *
-http_req_body(const struct http_req *r, size_t *len)
-{
-	if (r->rb == NULL || r->rb->body.len == 0) {
-		*len = 0;
-		return "";
-	}
-	/* keep it a C string for json-c's convenience */
-	wb_add(&r->rb->body, "", 1);
-	r->rb->body.len--;
-	*len = r->rb->body.len;
-	return r->rb->body.p;
-}
-
-enum http_listener
-http_req_listener(const struct http_req *r)
-{
-	return r->c->on;
-}
-
-int64_t
-http_req_start_us(const struct http_req *r)
-{
-	return r->start_us;
-}
-
-const char *
-http_req_peer(const struct http_req *r)
-{
-	return r->c->peer;
-}
-
-void
-http_add_header(struct http_req *r, const char *name, const char *value)
-{
-	struct wbuf *e;
-
-	if (r->rb == NULL || r->replied || r->streaming)
-		return;
-	e = &r->rb->extra;
-	wb_add(e, name, strlen(name));
-	wb_lit(e, ": ");
-	wb_add(e, value, strlen(value));
-	wb_lit(e, "\r\n");
-}
-
-/* The status line and headers into buf; length_or_neg: the Content-Length,
- * or -1 for a chunked (HTTP/1.1) / close-delimited (1.0) stream. */
-static size_t
-format_head(struct http_req *r, char *buf, size_t cap, int status, const char *ctype, int64_t length)
-{
-	struct conn *c = r->c;
-	int n;
-
-	if (c->closing || !r->keep_alive || (length < 0 && r->minor == 0))
-		c->closing = true;
-	n = snprintf(buf, cap, "HTTP/1.%u %d %s\r\nServer: " HTTP_SERVER_HEADER "\r\nDate: %s\r\nContent-Type: %s\r\n",
-	             r->minor, status, httpp_reason(status), date_header(c->srv), ctype);
-	if (length >= 0)
-		n += snprintf(buf + n, cap - (size_t)n, "Content-Length: %lld\r\n", (long long)length);
-	else if (r->minor >= 1)
-		n += snprintf(buf + n, cap - (size_t)n, "Transfer-Encoding: chunked\r\n");
-	if (c->closing)
-		n += snprintf(buf + n, cap - (size_t)n, "Connection: close\r\n");
-	else if (r->minor == 0 || length < 0)
-		n += snprintf(buf + n, cap - (size_t)n, "Connection: keep-alive\r\n");
-	return (size_t)n;
-}
-
-/* The reply is queued; the request is over when its body is too. */
-static void
-reply_done(struct conn *c)
-{
-	struct http_req *r = &c->req;
-
-	r->replied = true;
-	if (c->phase == PH_BODY) {
-		/* answered before the body was read (a refused import): the body
-		 * is dropped (bounded by --max-body), unless the client waits for
-		 * 100 Continue we never sent: then only closing keeps the framing */
-		if (r->expect && !r->continued)
-			c->closing = true;
-		/* a handler that took part of the body and stopped (a failed
-		 * import) leaves the rest unread: closing is the safe end */
-		if (r->accepted)
-			c->closing = true;
-		if (c->closing) {
-			request_done(c);
-			return;
-		}
-		c->mode = HTTP_BODY_DISCARD;
-		c->body_in = 0; /* --max-body bounds what is dropped from here on */
-		r->held = false;
-		count_out(r);
-		arm_read(c);
-		kick(c); /* body bytes may wait in the stash */
-		return;
-	}
-	request_done(c);
-}
-
-void
-http_send(struct http_req *r, int status, const char *ctype, const char *body, size_t len)
-{
-	struct conn *c;
-	char head[768];
-	struct iovec iov[3];
-	int cnt = 0;
-
-	if (!live(r) || r->replied || r->streaming)
-		return;
-	c = r->c;
-	r->status = status;
-	http_account_head(r, status);
-	if (c->dead) {
-		reply_done(c);
-		return;
-	}
-	iov[cnt].iov_base = head;
-	iov[cnt++].iov_len = format_head(r, head, sizeof(head), status, ctype, (int64_t)len);
-	if (r->rb != NULL && r->rb->extra.len > 0) {
-		iov[cnt].iov_base = r->rb->extra.p;
-		iov[cnt++].iov_len = r->rb->extra.len;
-	}
-	iov[cnt].iov_base = (void *)"\r\n";
-	iov[cnt++].iov_len = 2;
-	conn_write(c, iov, cnt);
-	if (!r->head_only && len > 0) {
-		struct iovec b = {(void *)body, len};
-		conn_write(c, &b, 1);
-		r->body_sent = len;
-	}
-	reply_done(c);
-}
-
-int
-http_stream_begin(struct http_req *r, int status, const char *ctype)
-{
-	struct conn *c;
-	char head[768];
-	struct iovec iov[3];
-	int cnt = 0;
-
-	if (!live(r) || r->replied || r->streaming)
-		return -1;
-	c = r->c;
-	if (c->dead) {
-		r->status = 499;
-		http_account_head(r, status);
-		reply_done(c);
-		return -1;
-	}
-	r->status = status;
-	http_account_head(r, status);
-	iov[cnt].iov_base = head;
-	iov[cnt++].iov_len = format_head(r, head, sizeof(head), status, ctype, -1);
-	if (r->rb != NULL && r->rb->extra.len > 0) {
-		iov[cnt].iov_base = r->rb->extra.p;
-		iov[cnt++].iov_len = r->rb->extra.len;
-	}
-	iov[cnt].iov_base = (void *)"\r\n";
-	iov[cnt++].iov_len = 2;
-	conn_write(c, iov, cnt);
-	r->streaming = true;
-	if (c->mode != HTTP_BODY_STREAM)
-		count_out(r); /* a subscription is counted as a subscriber */
-	c->dropped = 0;
-	return 0;
-}
-
-void
-http_stream_send(struct http_req *r, const void *p, size_t n)
-{
-	struct conn *c;
-	char hd[24];
-	struct iovec iov[3];
-	int cnt = 0;
-
-	if (!live(r) || !r->streaming || r->replied || n == 0 || r->head_only)
-		return;
-	c = r->c;
-	if (r->minor >= 1) {
-		iov[cnt].iov_base = hd;
-		iov[cnt++].iov_len = (size_t)snprintf(hd, sizeof(hd), "%zx\r\n", n);
-	}
-	iov[cnt].iov_base = (void *)p;
-	iov[cnt++].iov_len = n;
-	if (r->minor >= 1) {
-		iov[cnt].iov_base = (void *)"\r\n";
-		iov[cnt++].iov_len = 2;
-	}
-	conn_write(c, iov, cnt);
-	r->body_sent += n;
-}
-
-size_t
-http_stream_queued(const struct http_req *r)
-{
-	return live(r) ? queued(r->c) : 0;
-}
-
-void
-http_stream_end(struct http_req *r)
-{
-	struct conn *c;
-
-	if (!live(r) || !r->streaming || r->replied)
-		return;
-	c = r->c;
-	if (r->minor >= 1 && !r->head_only && !c->dead) {
-		struct iovec iov = {(void *)"0\r\n\r\n", 5};
-		conn_write(c, &iov, 1);
-	}
-	r->close_cb = NULL;
-	r->drain_cb = NULL;
-	reply_done(c);
-}
-
-void
-http_close_after(struct http_req *r)
-{
-	if (live(r))
-		r->c->closing = true;
-}
-
-void
-http_on_drain(struct http_req *r, void (*cb)(void *), void *arg)
-{
-	r->drain_cb = cb;
-	r->drain_arg = arg;
-}
-
-void
-http_on_close(struct http_req *r, void (*cb)(void *), void *arg)
-{
-	r->close_cb = cb;
-	r->close_arg = arg;
-}
-
-void
-http_stream_tune(struct http_req *r, int keepalive_s)
-{
-	struct conn *c = r->c;
-	int one = 1, idle = 30, sndbuf = 32 * 1024;
-	unsigned int user_ms = (unsigned int)(keepalive_s * 2 + 30) * 1000u;
-
-	r->stream_quiet = true;
-	/* A stalled subscriber pins at most this much kernel memory (the
-	 * kernel doubles it); the rest coalesces in sse.c. Keepalive probes
-	 * and TCP_USER_TIMEOUT find peers that vanished without a FIN. */
-	if (setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) != 0 ||
-	    setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0 ||
-	    setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
-	    setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)) != 0)
-		log_debug("stream socket options: %s", strerror(errno));
-	/* the head and body buffers are not needed for the stream's life */
-	if (r->rb != NULL) {
-		struct rbuf *rb = r->rb;
-		r->path = r->query = NULL;
-		r->nhdr = 0;
-		r->rb = NULL;
-		wb_reset(&rb->head, KEEP_HEAD);
-		wb_reset(&rb->body, KEEP_BODY);
-		wb_reset(&rb->extra, 4096);
-		pool_put(&c->srv->rbuf_pool, rb);
-	}
-}
-
-/* ---- streamed request bodies ---------------------------------------------------- */
-
-int
-http_body_accept(struct http_req *r, void (*cb)(void *), void *arg)
-{
-	struct conn *c;
-
-	if (!live(r) || r->replied)
-		return -1;
-	c = r->c;
-	if (c->dead)
-		return -1;
-	r->body_cb = cb;
-	r->body_arg = arg;
-	r->accepted = true;
-	if (r->expect && !r->continued && c->phase == PH_BODY) {
-		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-		struct iovec iov = {(void *)cont, sizeof(cont) - 1};
-		conn_write(c, &iov, 1);
-		r->continued = true;
-	}
-	if (c->phase == PH_BODY) {
-		arm_read(c);
-		if (c->stash != NULL)
-			kick(c);
-	}
-	if (r->ended || r->rb->body.len > r->rb->body_off) {
-		note_body_event(r);
-		kick(c);
-	}
-	return 0;
-}
-
-const char *
-http_body_data(const struct http_req *r, size_t *len)
-{
-	if (r->rb == NULL || r->rb->body.p == NULL) {
-		*len = 0;
-		return "";
-	}
-	*len = r->rb->body.len - r->rb->body_off;
-	return r->rb->body.p + r->rb->body_off;
-}
-
-void
-http_body_consume(struct http_req *r, size_t n)
-{
-	struct rbuf *rb = r->rb;
-	struct conn *c = r->c;
-
-	if (rb == NULL)
-		return;
-	rb->body_off += n;
-	if (rb->body_off >= rb->body.len) {
-		rb->body.len = rb->body_off = 0;
-	} else if (rb->body_off > 256 * 1024) {
-		wb_consume(&rb->body, rb->body_off);
-		rb->body_off = 0;
-	}
-	if (c->phase == PH_BODY && !c->dead && rb->body.len - rb->body_off < HTTP_STREAM_BODY_CAP && !c->reading) {
-		arm_read(c);
-		if (c->stash != NULL)
-			kick(c);
-	}
-}
-
-bool
-http_body_ended(const struct http_req *r)
-{
-	return r->ended;
-}
-
-bool
-http_body_broken(const struct http_req *r)
-{
-	return r->broken;
-}
-
-bool
-http_body_expecting(const struct http_req *r)
-{
-	return r->expect && !r->continued;
-}
-
 /* Backpressure for streamed bodies: stop reading while the handler has its fill. */
-static bool
+bool
 body_full(const struct conn *c)
 {
 	const struct http_req *r = &c->req;
@@ -1760,7 +1225,7 @@ body_full(const struct conn *c)
 
 /* ---- request end ---------------------------------------------------------------- */
 
-static void
+void
 request_done(struct conn *c)
 {
 	struct http_req *r = &c->req;
@@ -1787,264 +1252,3 @@ request_done(struct conn *c)
 		kick(c);
 }
 
-/* ---- accepting ---------------------------------------------------------------------- */
-
-static void
-peer_text(const struct sockaddr *sa, char *out, size_t cap)
-{
-	char a[INET6_ADDRSTRLEN];
-
-	out[0] = '-';
-	out[1] = '\0';
-	if (sa->sa_family == AF_INET && inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, a, sizeof(a)))
-		snprintf(out, cap, "%s", a);
-	else if (sa->sa_family == AF_INET6 &&
-	         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, a, sizeof(a)))
-		snprintf(out, cap, "%s", a);
-}
-
-/* A new connection on fd (accepted on listener `on`, or adopted). */
-static void
-conn_open(struct http_server *s, int fd, const struct sockaddr *sa, enum http_listener on)
-{
-	struct conn *c;
-	int one = 1;
-	bool over = s->nconns - s->nrefused_lingering >= (uint32_t)s->w->cfg->max_connections;
-
-	if (over && s->nrefused_lingering >= REJECT_EXTRA) {
-		s->refused++;
-		close(fd);
-		return;
-	}
-	c = pool_get(&s->conn_pool);
-	if (c == NULL) {
-		close(fd);
-		return;
-	}
-	if (c->rd == NULL) {
-		c->rd = event_new(s->base, -1, 0, on_read, c);
-		c->wr = event_new(s->base, -1, 0, on_write, c);
-		if (c->rd == NULL || c->wr == NULL) {
-			conn_dtor(c);
-			pool_put(&s->conn_pool, c);
-			close(fd);
-			return;
-		}
-	}
-	{
-		struct event *rd = c->rd, *wr = c->wr;
-		memset(c, 0, sizeof(*c));
-		c->rd = rd;
-		c->wr = wr;
-	}
-	c->magic = CONN_MAGIC;
-	c->srv = s;
-	c->fd = fd;
-	c->on = on;
-	c->phase = PH_IDLE;
-	event_assign(c->rd, s->base, fd, EV_READ | EV_PERSIST, on_read, c);
-	event_assign(c->wr, s->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
-	httpp_init(&c->parser, &hooks, c);
-	if (sa != NULL)
-		peer_text(sa, c->peer, sizeof(c->peer));
-	else
-		snprintf(c->peer, sizeof(c->peer), "-");
-	TAILQ_INSERT_TAIL(&s->conns, c, link);
-	s->nconns++;
-	s->accepted++;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (over) {
-		/* over --max-connections: the answer, then close */
-		char msg[128];
-		s->refused++;
-		s->nrefused_lingering++;
-		c->refused = true;
-		snprintf(msg, sizeof(msg), "Too many connections: at most %lld per worker",
-		         (long long)s->w->cfg->max_connections);
-		begin_request(c);
-		c->req.minor = 1;
-		reject(c, 503, "TOO_MANY_CONNECTIONS", msg);
-		return;
-	}
-	if (s->draining) {
-		conn_finish(c);
-		return;
-	}
-	arm_read(c);
-}
-
-static void
-on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
-{
-	struct http_server *s = arg;
-
-	(void)salen;
-	s->accept_pause_ms = 0; /* an accept worked: the next pause starts short */
-	conn_open(s, fd, sa, lev == s->lev[HTTP_LISTENER_ADMIN] ? HTTP_LISTENER_ADMIN : HTTP_LISTENER_PUBLIC);
-}
-
-int
-http_server_adopt(struct http_server *s, int fd, enum http_listener on)
-{
-	if (evutil_make_socket_nonblocking(fd) != 0)
-		return -1;
-	conn_open(s, fd, NULL, on);
-	return 0;
-}
-
-static void
-on_accept_resume(evutil_socket_t fd, short what, void *arg)
-{
-	struct http_server *s = arg;
-
-	(void)fd;
-	(void)what;
-	s->accept_paused = false;
-	if (s->draining)
-		return;
-	for (int i = 0; i < 2; i++)
-		if (s->lev[i] != NULL)
-			evconnlistener_enable(s->lev[i]);
-}
-
-/* accept() failed for a reason other than "try again": at the descriptor
- * limit the pending connection stays in the backlog and would wake us in a
- * tight loop, so stop accepting for a short, growing pause. */
-static void
-on_accept_error(struct evconnlistener *lev, void *arg)
-{
-	struct http_server *s = arg;
-	int err = EVUTIL_SOCKET_ERROR();
-	struct timeval tv;
-
-	(void)lev;
-	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
-		log_warn("accept: %s", strerror(err));
-		return;
-	}
-	for (int i = 0; i < 2; i++)
-		if (s->lev[i] != NULL)
-			evconnlistener_disable(s->lev[i]);
-	s->pauses++;
-	/* one line per 10 s at most, however often it happens */
-	if (now_unix_us() - s->pause_logged_us >= 10000000) {
-		log_warn("accept: %s; pausing new connections until descriptors free up (%llu pause(s) since the "
-		         "last report)",
-		         strerror(err), (unsigned long long)(s->pauses - s->pauses_logged));
-		s->pause_logged_us = now_unix_us();
-		s->pauses_logged = s->pauses;
-	}
-	s->accept_pause_ms = s->accept_pause_ms == 0 ? ACCEPT_PAUSE_MIN_MS : s->accept_pause_ms * 2;
-	if (s->accept_pause_ms > ACCEPT_PAUSE_MAX_MS)
-		s->accept_pause_ms = ACCEPT_PAUSE_MAX_MS;
-	s->accept_paused = true;
-	tv = tv_ms(s->accept_pause_ms);
-	evtimer_add(s->ev_accept, &tv);
-}
-
-struct http_server *
-http_server_start(struct worker *w, int public_fd, int admin_fd)
-{
-	struct http_server *s = calloc(1, sizeof(*s));
-	int fds[2] = {public_fd, admin_fd};
-
-	if (s == NULL)
-		return NULL;
-	s->w = w;
-	s->base = w->base;
-	TAILQ_INIT(&s->conns);
-	TAILQ_INIT(&s->kicked);
-	pool_init(&s->conn_pool, "conn", sizeof(struct conn), 4096, conn_dtor);
-	pool_init(&s->rbuf_pool, "request", sizeof(struct rbuf), 1024, rbuf_dtor);
-	pool_init(&s->obuf_pool, "queued_io", sizeof(struct obuf), 1024, obuf_dtor);
-	s->scratch = malloc(READ_CHUNK);
-	s->ev_accept = evtimer_new(w->base, on_accept_resume, s);
-	s->ev_kick = event_new(w->base, -1, 0, on_kick, s);
-	if (s->scratch == NULL || s->ev_accept == NULL || s->ev_kick == NULL)
-		goto fail;
-	/* the parser's own bound is a backstop; ours are exact */
-	httpp_set_max_head((uint32_t)w->cfg->max_header_size + 1024);
-	for (int i = 0; i < 2; i++) {
-		if (fds[i] < 0)
-			continue;
-		s->lev[i] = evconnlistener_new(w->base, on_accept, s, LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, -1,
-		                               fds[i]);
-		if (s->lev[i] == NULL)
-			goto fail;
-		evconnlistener_set_error_cb(s->lev[i], on_accept_error);
-	}
-	return s;
-fail:
-	http_server_free(s);
-	return NULL;
-}
-
-void
-http_server_drain(struct http_server *s)
-{
-	struct conn *c, *next;
-
-	if (s == NULL || s->draining)
-		return;
-	s->draining = true;
-	for (int i = 0; i < 2; i++) {
-		if (s->lev[i] != NULL)
-			evconnlistener_free(s->lev[i]);
-		s->lev[i] = NULL;
-	}
-	evtimer_del(s->ev_accept);
-	for (c = TAILQ_FIRST(&s->conns); c != NULL; c = next) {
-		next = TAILQ_NEXT(c, link);
-		if (c->phase == PH_IDLE && queued(c) == 0 && c->stash == NULL)
-			conn_finish(c);
-		else
-			c->closing = true;
-	}
-}
-
-uint32_t
-http_server_connections(const struct http_server *s)
-{
-	return s != NULL ? s->nconns : 0;
-}
-
-void
-http_server_get_stats(const struct http_server *s, struct http_server_stats *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (s == NULL)
-		return;
-	out->connections = s->nconns;
-	out->accepted = s->accepted;
-	out->refused = s->refused;
-	out->accept_pauses = s->pauses;
-}
-
-void
-http_server_free(struct http_server *s)
-{
-	struct conn *c;
-
-	if (s == NULL)
-		return;
-	s->draining = true;
-	for (int i = 0; i < 2; i++)
-		if (s->lev[i] != NULL)
-			evconnlistener_free(s->lev[i]);
-	while ((c = TAILQ_FIRST(&s->conns)) != NULL) {
-		struct http_req *r = &c->req;
-		/* (the store was closed first, so no handler answers any more) */
-		if (r->held && !r->replied && r->close_cb == NULL)
-			r->held = false;
-		conn_finish(c);
-	}
-	if (s->ev_accept != NULL)
-		event_free(s->ev_accept);
-	if (s->ev_kick != NULL)
-		event_free(s->ev_kick);
-	pool_drain(&s->conn_pool);
-	pool_drain(&s->rbuf_pool);
-	pool_drain(&s->obuf_pool);
-	free(s->scratch);
-	free(s);
-}
