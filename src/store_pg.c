@@ -13,6 +13,9 @@
  * ran a callback re-checks st->closed before touching a connection again.
  * A store call never runs a callback before it returns (store.h contract):
  * when sending fails synchronously the request goes back to the queue.
+ *
+ * Statement texts are in store_pg_stmt.c, result decoding in
+ * store_pg_reply.c.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -30,143 +33,7 @@
 #include "pool.h"
 #include "store.h"
 #include "store_pg.h"
-
-/* Tunables; overridable at build time (the tests shorten the waits). */
-#ifndef STORE_PG_QUEUE_MAX
-#define STORE_PG_QUEUE_MAX 4096 /* waiting requests; beyond that calls return -1 (503) */
-#endif
-#ifndef STORE_PG_QUEUE_WAIT_MS
-#define STORE_PG_QUEUE_WAIT_MS 10000 /* longest wait for a free connection */
-#endif
-#ifndef STORE_PG_CONNECT_TIMEOUT_MS
-#define STORE_PG_CONNECT_TIMEOUT_MS 10000
-#endif
-#ifndef STORE_PG_BACKOFF_MIN_MS
-#define STORE_PG_BACKOFF_MIN_MS 100
-#endif
-#ifndef STORE_PG_BACKOFF_MAX_MS
-#define STORE_PG_BACKOFF_MAX_MS 5000
-#endif
-#define STORE_PG_MAX_PARAMS 8
-#define STORE_PG_OP_BUF_KEEP 65536 /* larger parameter buffers are not kept in the pool */
-#define STORE_PG_OP_POOL_FREE 1024
-#define STORE_PG_ROWS_KEEP (1024 * 1024) /* larger row arrays are freed after use */
-
-#define STORE_PG_MAGIC 0x50475354u    /* "PGST" */
-#define STORE_PG_OP_MAGIC 0x50474f50u /* "PGOP" */
-
-/* Statement variants. Together with the namespace they identify one SQL
- * text; the store numbers the distinct texts and names them "q<n>". */
-enum pg_variant {
-	V_WRITE,
-	V_STREAM_POS,
-	V_STREAM_GPOS,
-	V_LAST,
-	V_LAST_TYPE,
-	V_VERSION,
-	V_CATEGORY, /* + CAT_* flags: 8 variants */
-	V_STREAMS = V_CATEGORY + 8,
-	V_CATEGORIES,
-	V_IMPORT,
-	V_CLEAR,
-	/* registry-wide, namespace "" */
-	V_NS_LIST,
-	V_NS_INFO,
-	V_NS_DELETE,
-};
-#define CAT_NAME 1
-#define CAT_CORR 2
-#define CAT_GROUP 4
-
-/* How a result is turned into a reply. */
-enum op_kind {
-	OP_WRITE,
-	OP_MSGS,
-	OP_LAST,
-	OP_VERSION,
-	OP_NS_CREATE,
-	OP_NS_DELETE,
-	OP_NS_LIST,
-	OP_NS_INFO,
-	OP_STREAMS,
-	OP_CATS,
-	OP_IMPORT,
-	OP_CLEAR,
-};
-
-struct pg_op {
-	uint32_t magic;
-	struct pg_op *next; /* queue link */
-	enum op_kind kind;
-	int stmt; /* statement index; -1 for ns_create (simple protocol) */
-	int nparams;
-	const char *values[STORE_PG_MAX_PARAMS];
-	char *buf; /* owned copies of the parameters; kept across reuse */
-	size_t bufcap;
-	int64_t deadline_ms; /* queue wait bound */
-	store_cb cb;
-	void *arg;
-	/* import: the caller's records (valid until the callback), to tell
-	 * which one collided */
-	const struct store_import_rec *recs;
-	size_t nrecs;
-};
-
-struct pg_stmt {
-	char *ns; /* "" for registry-wide statements */
-	int variant;
-	int nparams;
-	uint32_t hash;
-	char *sql;
-};
-
-enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
-enum conn_phase { P_NONE, P_PREPARE, P_EXEC, P_CLEANUP };
-
-struct store_pg;
-
-struct pg_conn {
-	struct store_pg *st;
-	int idx;
-	PGconn *pg;
-	enum conn_state state;
-	enum conn_phase phase;
-	struct event *ev_io;    /* one-shot while connecting; persistent EV_READ once up */
-	struct event *ev_wr;    /* EV_WRITE while PQflush has output left */
-	struct event *ev_timer; /* reconnect backoff, connect timeout */
-	bool flushing;
-	bool was_up; /* has been connected before: the next success is a reconnect */
-	bool quiet;  /* failure already logged at warn level */
-	int backoff_ms;
-	struct pg_op *op;  /* in flight */
-	PGresult *res;     /* result kept for the reply */
-	uint8_t *prepared; /* prepared[i]: statement i exists on this connection */
-	size_t prepared_cap;
-	void *rows; /* grow-only row structs handed to callbacks */
-	size_t rows_cap;
-	char errbuf[256];
-};
-
-struct store_pg {
-	struct store base; /* first: struct store * is a struct store_pg * */
-	uint32_t magic;
-	struct event_base *evb;
-	char *url;
-	int npool;
-	struct pg_conn *conns;
-	int nup;             /* connections in CONNECTION_OK */
-	bool connect_failed; /* the latest connect attempt failed */
-	bool closed;
-	int depth;
-	struct pg_op *qhead, *qtail;
-	size_t qlen;
-	struct event *qtimer;
-	struct pg_stmt *stmts;
-	size_t nstmts, stmts_cap;
-	int *slots; /* open addressing over stmts: index + 1, 0 = empty */
-	size_t nslots;
-	uint64_t ops, rejected, reconnects;
-};
+#include "store_pg_int.h"
 
 static const struct store_ops store_pg_ops;
 
@@ -219,8 +86,8 @@ pg_of(struct store *s)
 
 /* libpq's (multi-line) message folded onto one line for the log, copied
  * into c->errbuf so it survives PQfinish and PQclear. */
-static const char *
-conn_errmsg(struct pg_conn *c, const char *msg)
+const char *
+store_pg_conn_errmsg(struct pg_conn *c, const char *msg)
 {
 	size_t n = 0;
 	bool space = false;
@@ -449,269 +316,6 @@ on_queue_timer(evutil_socket_t fd, short what, void *arg)
 	leave(st);
 }
 
-/* ---- statements -------------------------------------------------------------- */
-
-#define MSG_COLS                                                                                                       \
-	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, "                     \
-	"(extract(epoch FROM \"time\") * 1000000)::int8"
-
-static uint32_t
-stmt_hash(const char *ns, int variant)
-{
-	uint32_t h = 2166136261u;
-
-	for (const unsigned char *p = (const unsigned char *)ns; *p != '\0'; p++)
-		h = (h ^ *p) * 16777619u;
-	return (h ^ (uint32_t)variant) * 16777619u;
-}
-
-/* The SQL of one statement variant for schema s (quoted); malloc'd. */
-static char *
-stmt_build(int variant, const char *s, int *nparams)
-{
-	char buf[2048];
-	int n = -1;
-
-	switch (variant) {
-	case V_WRITE:
-		*nparams = 6;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT \"position\", global_position, actual"
-		             " FROM %s.write_message_ex($1, $2, $3, $4::jsonb, $5::jsonb, $6::int8)",
-		             s);
-		break;
-	case V_STREAM_POS:
-	case V_STREAM_GPOS:
-		*nparams = 3;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT " MSG_COLS " FROM %s.messages"
-		             " WHERE stream_name = $1 AND %s >= $2::int8"
-		             " ORDER BY \"position\" LIMIT $3::int8",
-		             s, variant == V_STREAM_POS ? "\"position\"" : "global_position");
-		break;
-	case V_LAST:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT " MSG_COLS " FROM %s.messages WHERE stream_name = $1"
-		             " ORDER BY \"position\" DESC LIMIT 1",
-		             s);
-		break;
-	case V_LAST_TYPE:
-		*nparams = 2;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT " MSG_COLS " FROM %s.messages WHERE stream_name = $1 AND type = $2"
-		             " ORDER BY \"position\" DESC LIMIT 1",
-		             s);
-		break;
-	case V_VERSION:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf), "SELECT max(\"position\") FROM %s.messages WHERE stream_name = $1", s);
-		break;
-	case V_STREAMS:
-		/* Literal byte-wise prefix (starts_with, not LIKE) and byte-wise
-		 * keyset order (SPEC D18). */
-		*nparams = 3;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT stream_name, max(\"position\"),"
-		             " (extract(epoch FROM max(\"time\")) * 1000000)::int8"
-		             " FROM %s.messages"
-		             " WHERE ($1::text = '' OR starts_with(stream_name COLLATE \"C\", $1::text))"
-		             " AND stream_name COLLATE \"C\" > $2::text"
-		             " GROUP BY stream_name ORDER BY stream_name COLLATE \"C\" LIMIT $3::int8",
-		             s);
-		break;
-	case V_CATEGORIES:
-		*nparams = 0;
-		n = snprintf(
-		    buf, sizeof(buf),
-		    "SELECT split_part(stream_name, '-', 1) COLLATE \"C\", count(DISTINCT stream_name), count(*)"
-		    " FROM %s.messages GROUP BY 1 ORDER BY 1",
-		    s);
-		break;
-	case V_IMPORT:
-		/*
-		 * One import batch: $1 is a JSON array of {i,s,t,p,g,d,m,u}
-		 * records (u: microseconds since the epoch). One statement, so
-		 * the batch commits or fails as a whole. The sequence then moves
-		 * to the batch's highest position only when its next value would
-		 * not be above it (is_called false: last_value is the next value
-		 * itself), so it never goes backwards.
-		 */
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf),
-		             "WITH r AS (SELECT * FROM json_to_recordset($1::json)"
-		             " AS x(i uuid, s text, t text, p int8, g int8, d jsonb, m jsonb, u int8)),"
-		             " ins AS (INSERT INTO %s.messages"
-		             " (id, stream_name, type, \"position\", global_position, data, metadata, \"time\")"
-		             " SELECT i, s, t, p, g, d, m, timestamp 'epoch' + u * interval '1 microsecond' FROM r"
-		             " RETURNING global_position)"
-		             " SELECT CASE WHEN q.mx >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END"
-		             " FROM %s.messages_global_position_seq)"
-		             " THEN setval('%s.messages_global_position_seq', q.mx, true) ELSE q.mx END"
-		             " FROM (SELECT max(global_position) AS mx FROM ins) q",
-		             s, s, s);
-		break;
-	case V_CLEAR:
-		/* transactional, and restarts the sequence the table owns */
-		*nparams = 0;
-		n = snprintf(buf, sizeof(buf), "TRUNCATE %s.messages RESTART IDENTITY", s);
-		break;
-	case V_NS_LIST:
-		*nparams = 0;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT id, description, created_at, eventodb_store.message_count(schema_name)"
-		             " FROM eventodb_store.namespaces ORDER BY created_at DESC, id");
-		break;
-	case V_NS_INFO:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT n.id, n.description, n.created_at, s.message_count, s.stream_count,"
-		             " s.last_activity_us FROM eventodb_store.namespaces n"
-		             " CROSS JOIN LATERAL eventodb_store.namespace_stats(n.schema_name) s WHERE n.id = $1");
-		break;
-	case V_NS_DELETE:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf), "SELECT eventodb_store.drop_namespace($1)");
-		break;
-	default:
-		if (variant >= V_CATEGORY && variant < V_CATEGORY + 8) {
-			/*
-			 * Params in order: [category] gpos [correlation] [size member]
-			 * limit. A named category is written so that only the
-			 * messages_category index can serve it: with the obvious
-			 * "category = $1 ... ORDER BY global_position", the generic
-			 * plan of a prepared statement walks the primary key and
-			 * filters, which reads the whole table for a rare category.
-			 * (category, global_position) >= ($1, $2) AND category <= $1
-			 * selects exactly category = $1 AND global_position >= $2, and
-			 * ordering by (category, global_position) equals ordering by
-			 * global_position, an order only this index provides.
-			 */
-			int f = variant - V_CATEGORY, k = 1, m;
-			const char *order = "global_position";
-
-			m = snprintf(buf, sizeof(buf), "SELECT " MSG_COLS " FROM %s.messages WHERE ", s);
-			if (f & CAT_NAME) {
-				m += snprintf(buf + m, sizeof(buf) - m,
-				              "(split_part(stream_name, '-', 1), global_position) >= ($1, $2::int8)"
-				              " AND split_part(stream_name, '-', 1) <= $1");
-				order = "split_part(stream_name, '-', 1), global_position";
-				k = 3;
-			} else {
-				m += snprintf(buf + m, sizeof(buf) - m, "global_position >= $1::int8");
-				k = 2;
-			}
-			if (f & CAT_CORR)
-				m += snprintf(buf + m, sizeof(buf) - m,
-				              " AND split_part(metadata->>'correlationStreamName', '-', 1) = $%d", k++);
-			if (f & CAT_GROUP) {
-				m += snprintf(
-				    buf + m, sizeof(buf) - m,
-				    " AND %s.id(stream_name) IS NOT NULL"
-				    " AND mod(abs(%s.hash_64(%s.cardinal_id(stream_name))), $%d::int8) = $%d::int8",
-				    s, s, s, k, k + 1);
-				k += 2;
-			}
-			m += snprintf(buf + m, sizeof(buf) - m, " ORDER BY %s LIMIT $%d::int8", order, k);
-			*nparams = k;
-			n = m;
-		}
-		break;
-	}
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		return NULL;
-	return strdup(buf);
-}
-
-/* Grows every connection's prepared[] to the statement table's capacity, so
- * marking a statement never allocates on the request path. */
-static int
-stmt_grow_conns(struct store_pg *st, size_t cap)
-{
-	for (int i = 0; i < st->npool; i++) {
-		struct pg_conn *c = &st->conns[i];
-		uint8_t *p;
-
-		if (c->prepared_cap >= cap)
-			continue;
-		p = realloc(c->prepared, cap);
-		if (p == NULL)
-			return -1;
-		memset(p + c->prepared_cap, 0, cap - c->prepared_cap);
-		c->prepared = p;
-		c->prepared_cap = cap;
-	}
-	return 0;
-}
-
-static int
-stmt_rehash(struct store_pg *st, size_t nslots)
-{
-	int *slots = calloc(nslots, sizeof(*slots));
-
-	if (slots == NULL)
-		return -1;
-	for (size_t i = 0; i < st->nstmts; i++) {
-		size_t j = st->stmts[i].hash & (nslots - 1);
-
-		while (slots[j] != 0)
-			j = (j + 1) & (nslots - 1);
-		slots[j] = (int)i + 1;
-	}
-	free(st->slots);
-	st->slots = slots;
-	st->nslots = nslots;
-	return 0;
-}
-
-/* Index of the statement (ns, variant), adding it on first use; -1 when out
- * of memory or the namespace id cannot make a schema name. */
-static int
-stmt_get(struct store_pg *st, const char *ns, int variant)
-{
-	uint32_t h = stmt_hash(ns, variant);
-	size_t j = h & (st->nslots - 1);
-	char quoted[STORE_PG_SCHEMA_BUFLEN];
-	struct pg_stmt *sp;
-
-	for (; st->slots[j] != 0; j = (j + 1) & (st->nslots - 1)) {
-		sp = &st->stmts[st->slots[j] - 1];
-		if (sp->hash == h && sp->variant == variant && strcmp(sp->ns, ns) == 0)
-			return st->slots[j] - 1;
-	}
-	/* new statement: keep the table at most half full */
-	if ((st->nstmts + 1) * 2 > st->nslots) {
-		if (stmt_rehash(st, st->nslots * 2) < 0)
-			return -1;
-		return stmt_get(st, ns, variant);
-	}
-	if (st->nstmts == st->stmts_cap) {
-		size_t cap = st->stmts_cap * 2;
-		struct pg_stmt *s = realloc(st->stmts, cap * sizeof(*s));
-
-		if (s == NULL)
-			return -1;
-		st->stmts = s;
-		st->stmts_cap = cap;
-	}
-	if (stmt_grow_conns(st, st->stmts_cap) < 0)
-		return -1;
-	if (store_pg_schema_quoted(ns, quoted, sizeof(quoted)) < 0)
-		return -1;
-	sp = &st->stmts[st->nstmts];
-	memset(sp, 0, sizeof(*sp));
-	sp->ns = strdup(ns);
-	sp->sql = stmt_build(variant, quoted, &sp->nparams);
-	if (sp->ns == NULL || sp->sql == NULL) {
-		free(sp->ns);
-		free(sp->sql);
-		return -1;
-	}
-	sp->variant = variant;
-	sp->hash = h;
-	st->slots[j] = (int)st->nstmts + 1;
-	return (int)st->nstmts++;
-}
 
 /* ---- connections: sending ------------------------------------------------------ */
 
@@ -791,7 +395,7 @@ conn_send_step(struct pg_conn *c)
 		char *sql = ns_create_sql(c, op);
 
 		if (sql == NULL) {
-			conn_errmsg(c, "out of memory building ns.create");
+			store_pg_conn_errmsg(c, "out of memory building ns.create");
 			return -1;
 		}
 		ok = PQsendQuery(c->pg, sql);
@@ -808,10 +412,10 @@ conn_send_step(struct pg_conn *c)
 		}
 	}
 	if (!ok) {
-		conn_errmsg(c, PQerrorMessage(c->pg));
+		store_pg_conn_errmsg(c, PQerrorMessage(c->pg));
 		return -1;
 	}
-	return conn_flush(c) < 0 ? (conn_errmsg(c, PQerrorMessage(c->pg)), -1) : 0;
+	return conn_flush(c) < 0 ? (store_pg_conn_errmsg(c, PQerrorMessage(c->pg)), -1) : 0;
 }
 
 /* Starts op on idle connection c. On a synchronous failure the request goes
@@ -913,7 +517,7 @@ conn_connect_failed(struct pg_conn *c, const char *why)
 	struct store_pg *st = c->st;
 	char msg[300];
 
-	conn_errmsg(c, why);
+	store_pg_conn_errmsg(c, why);
 	if (!c->quiet)
 		log_warn("database connection %d: connect failed: %s", c->idx, c->errbuf);
 	else
@@ -1051,14 +655,6 @@ on_conn_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connections: results ----------------------------------------------------------- */
 
-static bool
-is_error(const PGresult *r)
-{
-	ExecStatusType s = PQresultStatus(r);
-
-	return s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY;
-}
-
 /* A multi-statement query yields one result per statement: keep the first
  * error, or else the last result. */
 static void
@@ -1066,256 +662,11 @@ conn_keep_result(struct pg_conn *c, PGresult *r)
 {
 	if (c->res == NULL) {
 		c->res = r;
-	} else if (is_error(c->res)) {
+	} else if (store_pg_is_error(c->res)) {
 		PQclear(r);
 	} else {
 		PQclear(c->res);
 		c->res = r;
-	}
-}
-
-static void *
-conn_rows(struct pg_conn *c, size_t bytes)
-{
-	if (bytes > c->rows_cap) {
-		size_t cap = c->rows_cap * 2;
-		void *p;
-
-		if (cap < bytes)
-			cap = bytes;
-		p = realloc(c->rows, cap);
-		if (p == NULL)
-			return NULL;
-		c->rows = p;
-		c->rows_cap = cap;
-	}
-	return c->rows;
-}
-
-static int64_t
-val_i64(const PGresult *r, int row, int col)
-{
-	return strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static const char *
-val_str(const PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
-}
-
-static bool
-state_is(const char *sqlstate, const char *want)
-{
-	return strcmp(sqlstate, want) == 0;
-}
-
-/*
- * Which record of an import batch hit a unique index, from the detail
- * ("Key (global_position)=(47) already exists.", "Key (id)=(...)" or
- * "Key (stream_name, \"position\")=(s, 0)"): its global position goes into
- * the reply, as the reference (which inserts row by row) reports it.
- */
-static void
-import_conflict(const struct pg_op *op, const char *detail, struct store_reply *rep)
-{
-	static const char gp[] = "Key (global_position)=(", id[] = "Key (id)=(";
-	char want[64];
-
-	rep->status = ST_POS_EXISTS;
-	if (detail == NULL)
-		return;
-	if (strncmp(detail, gp, sizeof(gp) - 1) == 0) {
-		rep->has_value = true;
-		rep->value = strtoll(detail + sizeof(gp) - 1, NULL, 10);
-		return;
-	}
-	for (size_t i = 0; i < op->nrecs; i++) {
-		const struct store_import_rec *rec = &op->recs[i];
-		bool hit;
-
-		if (strncmp(detail, id, sizeof(id) - 1) == 0) {
-			hit = strncmp(detail + sizeof(id) - 1, rec->id, strlen(rec->id)) == 0;
-		} else {
-			/* ...)=(<stream>, <position>) already exists. */
-			const char *p = strstr(detail, ")=(");
-			size_t sl = strlen(rec->stream);
-
-			snprintf(want, sizeof(want), ", %" PRId64 ") already exists", rec->position);
-			hit = p != NULL && strncmp(p + 3, rec->stream, sl) == 0 && strncmp(p + 3 + sl, want, strlen(want)) == 0;
-		}
-		if (hit) {
-			rep->has_value = true;
-			rep->value = rec->global_position;
-			return;
-		}
-	}
-}
-
-/* Maps a failed result. *stale is set when the failure means the schema
- * behind a prepared statement is gone, so the statement must be dropped. */
-static void
-reply_error(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep, bool *stale)
-{
-	const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-	bool ns_scoped = op->stmt >= 0 && c->st->stmts[op->stmt].ns[0] != '\0';
-
-	if (code == NULL)
-		code = "";
-	rep->error = msg != NULL ? msg : conn_errmsg(c, PQresultErrorMessage(r));
-	rep->status = ST_ERROR;
-	if (ns_scoped && (state_is(code, "3F000") || state_is(code, "42P01") || state_is(code, "42883"))) {
-		/* invalid_schema_name, undefined_table, undefined_function */
-		rep->status = ST_NS_NOT_FOUND;
-		*stale = c->phase == P_EXEC;
-	} else if (state_is(code, "23505")) {
-		const char *cons = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-
-		if (op->kind == OP_NS_CREATE)
-			rep->status = ST_NS_EXISTS;
-		else if (op->kind == OP_WRITE && cons != NULL && strcmp(cons, "messages_id") == 0)
-			rep->status = ST_MSG_EXISTS;
-		else if (op->kind == OP_IMPORT)
-			import_conflict(op, PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL), rep);
-	} else if (state_is(code, "42P06") && op->kind == OP_NS_CREATE) {
-		/* duplicate_schema: storage left behind without a registry row */
-		rep->status = ST_NS_EXISTS;
-	} else if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || state_is(code, "53300")) {
-		/* connection exceptions, shutdown/termination, too many connections */
-		rep->status = ST_UNAVAILABLE;
-	}
-}
-
-static void
-reply_msgs(struct pg_conn *c, const PGresult *r, struct store_reply *rep)
-{
-	int n = PQntuples(r);
-	struct store_msg *m = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*m));
-
-	if (m == NULL) {
-		rep->status = ST_ERROR;
-		rep->error = "out of memory";
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		m[i].id = PQgetvalue(r, i, 0);
-		m[i].stream = PQgetvalue(r, i, 1);
-		m[i].stream_len = (size_t)PQgetlength(r, i, 1);
-		m[i].type = PQgetvalue(r, i, 2);
-		m[i].position = val_i64(r, i, 3);
-		m[i].global_position = val_i64(r, i, 4);
-		m[i].data = val_str(r, i, 5);
-		m[i].metadata = val_str(r, i, 6);
-		m[i].time_us = val_i64(r, i, 7);
-	}
-	rep->nrows = (size_t)n;
-	rep->msgs = m;
-}
-
-static void
-reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep)
-{
-	int n = PQntuples(r);
-
-	rep->status = ST_OK;
-	switch (op->kind) {
-	case OP_WRITE:
-		if (n != 1) {
-			rep->status = ST_ERROR;
-			rep->error = "write_message_ex returned no row";
-		} else if (PQgetisnull(r, 0, 0)) {
-			rep->status = ST_CONFLICT;
-			rep->actual_version = val_i64(r, 0, 2);
-		} else {
-			rep->position = val_i64(r, 0, 0);
-			rep->global_position = val_i64(r, 0, 1);
-		}
-		break;
-	case OP_MSGS:
-	case OP_LAST:
-		reply_msgs(c, r, rep);
-		break;
-	case OP_VERSION:
-		rep->has_value = n == 1 && !PQgetisnull(r, 0, 0);
-		if (rep->has_value)
-			rep->value = val_i64(r, 0, 0);
-		break;
-	case OP_NS_CREATE:
-	case OP_IMPORT:
-	case OP_CLEAR:
-		break;
-	case OP_NS_DELETE:
-		if (n != 1 || PQgetisnull(r, 0, 0)) {
-			rep->status = ST_NS_NOT_FOUND;
-		} else {
-			rep->has_value = true;
-			rep->value = val_i64(r, 0, 0);
-		}
-		break;
-	case OP_NS_LIST:
-	case OP_NS_INFO: {
-		struct store_ns_row *ns = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*ns));
-
-		if (ns == NULL) {
-			rep->status = ST_ERROR;
-			rep->error = "out of memory";
-			break;
-		}
-		if (op->kind == OP_NS_INFO && n == 0) {
-			rep->status = ST_NS_NOT_FOUND;
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			memset(&ns[i], 0, sizeof(ns[i]));
-			ns[i].id = PQgetvalue(r, i, 0);
-			ns[i].description = PQgetvalue(r, i, 1); /* "" for NULL */
-			ns[i].created_at = val_i64(r, i, 2);
-			ns[i].message_count = val_i64(r, i, 3);
-			if (op->kind == OP_NS_INFO) {
-				ns[i].stream_count = val_i64(r, i, 4);
-				ns[i].has_last_activity = !PQgetisnull(r, i, 5);
-				ns[i].last_activity_us = val_i64(r, i, 5);
-			}
-		}
-		rep->nrows = (size_t)n;
-		rep->nss = ns;
-		break;
-	}
-	case OP_STREAMS: {
-		struct store_stream_row *s = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*s));
-
-		if (s == NULL) {
-			rep->status = ST_ERROR;
-			rep->error = "out of memory";
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			s[i].stream = PQgetvalue(r, i, 0);
-			s[i].version = val_i64(r, i, 1);
-			s[i].last_activity_us = val_i64(r, i, 2);
-		}
-		rep->nrows = (size_t)n;
-		rep->streams = s;
-		break;
-	}
-	case OP_CATS: {
-		struct store_cat_row *k = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*k));
-
-		if (k == NULL) {
-			rep->status = ST_ERROR;
-			rep->error = "out of memory";
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			k[i].category = PQgetvalue(r, i, 0);
-			k[i].stream_count = val_i64(r, i, 1);
-			k[i].message_count = val_i64(r, i, 2);
-		}
-		rep->nrows = (size_t)n;
-		rep->cats = k;
-		break;
-	}
 	}
 }
 
@@ -1345,7 +696,7 @@ conn_after_op(struct pg_conn *c, int stale_stmt)
 	}
 	c->phase = P_CLEANUP;
 	if (!PQsendQuery(c->pg, sql) || conn_flush(c) < 0)
-		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 }
 
 /* The current command has delivered all its results. */
@@ -1371,7 +722,7 @@ conn_command_done(struct pg_conn *c)
 		const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
 		/* 42P05: the session already has it (our cache lost track) */
-		if (!is_error(r) || (code != NULL && strcmp(code, "42P05") == 0)) {
+		if (!store_pg_is_error(r) || (code != NULL && strcmp(code, "42P05") == 0)) {
 			PQclear(r);
 			c->prepared[op->stmt] = 1;
 			if (conn_send_step(c) < 0)
@@ -1383,10 +734,10 @@ conn_command_done(struct pg_conn *c)
 	if (r == NULL) {
 		rep.status = ST_ERROR;
 		rep.error = "no result from the database";
-	} else if (is_error(r)) {
-		reply_error(c, op, r, &rep, &stale);
+	} else if (store_pg_is_error(r)) {
+		store_pg_reply_error(c, op, r, &rep, &stale);
 	} else {
-		reply_ok(c, op, r, &rep);
+		store_pg_reply_ok(c, op, r, &rep);
 	}
 	stale_stmt = stale ? op->stmt : -1;
 	c->op = NULL;
@@ -1423,7 +774,7 @@ conn_collect(struct pg_conn *c)
 		if (PQstatus(c->pg) == CONNECTION_BAD) {
 			const char *why = c->res != NULL ? PQresultErrorField(c->res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
-			conn_lost(c, conn_errmsg(c, why != NULL ? why : PQerrorMessage(c->pg)));
+			conn_lost(c, store_pg_conn_errmsg(c, why != NULL ? why : PQerrorMessage(c->pg)));
 			return;
 		}
 		conn_command_done(c);
@@ -1443,7 +794,7 @@ on_read(evutil_socket_t fd, short what, void *arg)
 	if (st->closed || c->pg == NULL)
 		goto out;
 	if (!PQconsumeInput(c->pg)) {
-		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 		goto out;
 	}
 	while ((nt = PQnotifies(c->pg)) != NULL)
@@ -1451,13 +802,13 @@ on_read(evutil_socket_t fd, short what, void *arg)
 	if (c->state == C_BUSY) {
 		/* libpq may need the input drained before it can send more */
 		if (c->flushing && conn_flush(c) < 0) {
-			conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+			conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 			goto out;
 		}
 		conn_collect(c);
 	} else if (PQstatus(c->pg) == CONNECTION_BAD) {
 		/* an idle connection only gets data when the server goes away */
-		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 	}
 out:
 	leave(st);
@@ -1474,7 +825,7 @@ on_write(evutil_socket_t fd, short what, void *arg)
 	enter(st);
 	if (!st->closed && c->state == C_BUSY && c->flushing) {
 		if (conn_flush(c) < 0)
-			conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+			conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 		else
 			conn_collect(c);
 	}
@@ -1494,7 +845,7 @@ submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int 
 
 	if (st->closed || st->qlen >= STORE_PG_QUEUE_MAX || (st->nup == 0 && st->connect_failed))
 		goto reject;
-	if (kind != OP_NS_CREATE && (stmt = stmt_get(st, ns, variant)) < 0)
+	if (kind != OP_NS_CREATE && (stmt = store_pg_stmt_get(st, ns, variant)) < 0)
 		goto reject;
 	op = op_get();
 	if (op == NULL)
@@ -1656,7 +1007,7 @@ pg_import(struct store *s, const char *ns, const struct store_import_rec *recs, 
 	if (st->closed || st->qlen >= STORE_PG_QUEUE_MAX || (st->nup == 0 && st->connect_failed) || n == 0 ||
 	    n > STORE_IMPORT_MAX)
 		goto reject;
-	if ((stmt = stmt_get(st, ns, V_IMPORT)) < 0 || (b = evbuffer_new()) == NULL)
+	if ((stmt = store_pg_stmt_get(st, ns, V_IMPORT)) < 0 || (b = evbuffer_new()) == NULL)
 		goto reject;
 	jw_lit(b, "[");
 	for (size_t i = 0; i < n; i++) {
@@ -1864,7 +1215,7 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 		if (c->ev_io == NULL || c->ev_wr == NULL || c->ev_timer == NULL || c->rows == NULL)
 			goto fail;
 	}
-	if (stmt_grow_conns(st, st->stmts_cap) < 0)
+	if (store_pg_stmt_grow_conns(st, st->stmts_cap) < 0)
 		goto fail;
 	enter(st);
 	for (int i = 0; i < pool_size; i++)
