@@ -17,6 +17,7 @@ struct config {
 	char *group;
 	char *db_type;
 	char *db_url;
+	int64_t db_idle_timeout;
 	int64_t db_pool_size;
 	char *listen;
 	char *log_file;
@@ -37,6 +38,8 @@ struct config {
 	char *token;
 	char *user;
 	int64_t workers;
+	int64_t write_batch_bytes;
+	int64_t write_batch_max;
 	int64_t write_ring_size;
 	/* set by parsing: which options were given explicitly (any source) */
 	bool listen_given;

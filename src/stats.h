@@ -33,6 +33,17 @@
 	X(requests_in_flight)  /* gauge */                                       \
 	X(db_connections)      /* gauge: open connections */                     \
 	X(db_queue_waiting)    /* gauge: operations waiting for a connection */  \
+	X(write_batches)       /* write transactions; a lone write is one of 1 */ \
+	X(write_batch_msgs)    /* stream.writes in them */                       \
+	X(write_batch_1)       /* transactions by writes: exactly 1 */          \
+	X(write_batch_2)                                                         \
+	X(write_batch_le_4)                                                      \
+	X(write_batch_le_8)                                                      \
+	X(write_batch_le_16)                                                     \
+	X(write_batch_le_32)                                                     \
+	X(write_batch_le_64)                                                     \
+	X(write_batch_gt_64)                                                     \
+	X(write_batch_retries) /* failed batches, rewritten one by one */      \
 	X(pool_gets)                                                             \
 	X(pool_misses)         /* gets that had to allocate */                   \
 	X(pool_in_use)         /* gauge */                                       \
@@ -48,5 +59,31 @@ struct stats {
 	STATS_FIELDS(X)
 #undef X
 };
+
+/* Counts one write transaction of n stream.writes (the stores call it). */
+static inline void
+stats_write_batch(struct stats *st, uint64_t n)
+{
+	if (st == NULL || n == 0)
+		return;
+	st->write_batches++;
+	st->write_batch_msgs += n;
+	if (n == 1)
+		st->write_batch_1++;
+	else if (n == 2)
+		st->write_batch_2++;
+	else if (n <= 4)
+		st->write_batch_le_4++;
+	else if (n <= 8)
+		st->write_batch_le_8++;
+	else if (n <= 16)
+		st->write_batch_le_16++;
+	else if (n <= 32)
+		st->write_batch_le_32++;
+	else if (n <= 64)
+		st->write_batch_le_64++;
+	else
+		st->write_batch_gt_64++;
+}
 
 #endif

@@ -169,11 +169,17 @@ struct store {
 	const struct store_ops *ops;
 };
 
+struct stats;
+
 /* Where a backend keeps its data, from the options. */
 struct store_cfg {
 	const char *url;      /* --db-url as given */
 	const char *data_dir; /* --data-dir (embedded store) */
 	int pool_size;        /* --db-pool-size */
+	int idle_timeout_s;   /* --db-idle-timeout: extra connections close after this */
+	int batch_max;        /* --write-batch-max: writes per transaction (1 = no batching) */
+	size_t batch_bytes;   /* --write-batch-bytes */
+	struct stats *stats;  /* the worker's counters (write batches), or NULL */
 };
 
 /* A registered namespace, as the supervisor loads it into the shared table. */
@@ -212,7 +218,7 @@ extern const struct store_backend store_backend_pg;
 const struct store_backend *store_backend_for(const char *url, char *err, size_t errlen);
 
 /* PostgreSQL entry points (also used by tools). */
-struct store *store_pg_open(struct event_base *base, const char *url, int pool_size);
+struct store *store_pg_open(struct event_base *base, const struct store_cfg *cfg);
 int store_pg_migrate(const char *url, char *err, size_t errlen);
 int store_pg_load_namespaces(const char *url, void (*fn)(const struct ns_seed *, void *), void *arg,
                              char *err, size_t errlen);

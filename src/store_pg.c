@@ -31,6 +31,7 @@
 #include "jsonw.h"
 #include "log.h"
 #include "pool.h"
+#include "stats.h"
 #include "store.h"
 #include "store_pg.h"
 #include "store_pg_int.h"
@@ -48,6 +49,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg);
 static void on_connect_io(evutil_socket_t fd, short what, void *arg);
 static void conn_lost(struct pg_conn *c, const char *why);
 static void dispatch(struct store_pg *st);
+static void conn_next(struct pg_conn *c);
 static void store_pg_free(struct store_pg *st);
 
 static int64_t
@@ -131,8 +133,8 @@ op_dtor(void *obj)
 	op->bufcap = 0;
 }
 
-static struct pg_op *
-op_get(void)
+struct pg_op *
+store_pg_op_get(void)
 {
 	struct pg_op *op = pool_get(&op_pool);
 
@@ -141,15 +143,21 @@ op_get(void)
 	op->magic = STORE_PG_OP_MAGIC;
 	op->next = NULL;
 	op->nparams = 0;
+	op->lengths = NULL;
+	op->formats = NULL;
 	op->cb = NULL;
 	op->arg = NULL;
 	op->recs = NULL;
 	op->nrecs = 0;
+	op->batchable = false;
+	op->solo = false;
+	op->members = NULL;
+	op->nmembers = 0;
 	return op;
 }
 
-static void
-op_put(struct pg_op *op)
+void
+store_pg_op_put(struct pg_op *op)
 {
 	if (op->magic != STORE_PG_OP_MAGIC) {
 		log_error("store_pg: bad operation object");
@@ -197,25 +205,25 @@ op_params(struct pg_op *op, int n, const char *const *vals)
 
 /* Runs the operation's callback with r; the operation is recycled first so
  * the callback may queue new work freely. */
-static void
-op_complete(struct pg_op *op, const struct store_reply *r)
+void
+store_pg_op_complete(struct pg_op *op, const struct store_reply *r)
 {
 	store_cb cb = op->cb;
 	void *arg = op->arg;
 
-	op_put(op);
+	store_pg_op_put(op);
 	cb(r, arg);
 }
 
-static void
-op_fail(struct pg_op *op, enum store_status status, const char *msg)
+void
+store_pg_op_fail(struct pg_op *op, enum store_status status, const char *msg)
 {
 	struct store_reply r;
 
 	memset(&r, 0, sizeof(r));
 	r.status = status;
 	r.error = msg;
-	op_complete(op, &r);
+	store_pg_op_complete(op, &r);
 }
 
 /* ---- queue ------------------------------------------------------------------ */
@@ -251,8 +259,8 @@ queue_push(struct store_pg *st, struct pg_op *op)
 }
 
 /* Back to the front: the request keeps its place (and its deadline). */
-static void
-queue_push_front(struct store_pg *st, struct pg_op *op)
+void
+store_pg_queue_push_front(struct store_pg *st, struct pg_op *op)
 {
 	op->next = st->qhead;
 	st->qhead = op;
@@ -288,7 +296,7 @@ queue_fail_all(struct store_pg *st, const char *msg)
 	st->qlen = 0;
 	for (; op != NULL; op = next) {
 		next = op->next;
-		op_fail(op, ST_UNAVAILABLE, msg);
+		store_pg_op_fail(op, ST_UNAVAILABLE, msg);
 	}
 }
 
@@ -309,7 +317,7 @@ on_queue_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	for (op = expired; op != NULL; op = next) {
 		next = op->next;
-		op_fail(op, ST_UNAVAILABLE, "database busy: no connection became free in time");
+		store_pg_op_fail(op, ST_UNAVAILABLE, "database busy: no connection became free in time");
 	}
 	if (!st->closed)
 		queue_arm(st);
@@ -407,7 +415,7 @@ conn_send_step(struct pg_conn *c)
 			ok = PQsendPrepare(c->pg, name, st->stmts[op->stmt].sql, st->stmts[op->stmt].nparams, NULL);
 			c->phase = P_PREPARE;
 		} else {
-			ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->values, NULL, NULL, 0);
+			ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->values, op->lengths, op->formats, 0);
 			c->phase = P_EXEC;
 		}
 	}
@@ -429,7 +437,7 @@ conn_start(struct pg_conn *c, struct pg_op *op)
 	if (conn_send_step(c) == 0)
 		return;
 	c->op = NULL;
-	queue_push_front(c->st, op);
+	store_pg_requeue(c->st, op);
 	conn_lost(c, c->errbuf);
 }
 
@@ -443,13 +451,77 @@ idle_conn(struct store_pg *st)
 	return NULL;
 }
 
+/* Runs what can run on the idle connections. Work that could run but finds
+ * no idle connection asks for another one (on demand, up to the pool
+ * size), from the loop: connecting may fail at once, and a store call
+ * never runs a callback before it returns. */
 static void
 dispatch(struct store_pg *st)
 {
 	struct pg_conn *c;
+	struct pg_op *op;
 
-	while (!st->closed && st->qhead != NULL && (c = idle_conn(st)) != NULL)
-		conn_start(c, queue_pop(st));
+	for (;;) {
+		if (st->closed || st->qhead == NULL)
+			return;
+		if ((c = idle_conn(st)) == NULL)
+			break;
+		if ((op = store_pg_take(st)) == NULL)
+			return;
+		store_pg_keys_hold(c, op);
+		conn_start(c, op);
+	}
+	if (!st->kicking && st->nup + st->nconnecting < st->npool && !st->connect_failed && store_pg_runnable(st))
+		event_active(st->ev_kick, EV_TIMEOUT, 1);
+}
+
+/* Opens connections for the work that is waiting and could run, at most
+ * one per such request and never beyond the pool. */
+static void
+conn_grow(struct store_pg *st)
+{
+	int want = 0, scanned = 0;
+
+	for (struct pg_op *op = st->qhead; op != NULL && want < st->npool && scanned < STORE_PG_SCAN_MAX;
+	     op = op->next, scanned++)
+		if (!store_pg_held(st, op))
+			want++;
+	want -= st->nconnecting;
+	for (int i = 0; i < st->npool && want > 0 && !st->closed; i++) {
+		struct pg_conn *c = &st->conns[i];
+
+		if (c->state == C_DOWN && !evtimer_pending(c->ev_timer, NULL)) {
+			conn_connect(c);
+			want--;
+		}
+	}
+}
+
+static void
+on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_pg *st = arg;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	/* requests put back by a lost connection may find an idle one */
+	st->kicking = true;
+	dispatch(st);
+	st->kicking = false;
+	if (!st->closed && !st->connect_failed)
+		conn_grow(st);
+	leave(st);
+}
+
+/* The connection has nothing to do: take the next request, or rest. */
+static void
+conn_idle(struct pg_conn *c)
+{
+	c->state = C_IDLE;
+	c->phase = P_NONE;
+	c->idle_since_ms = now_ms();
+	dispatch(c->st);
 }
 
 /* ---- connections: life cycle ---------------------------------------------------- */
@@ -468,6 +540,8 @@ conn_close(struct pg_conn *c)
 	}
 	if (c->state == C_IDLE || c->state == C_BUSY)
 		st->nup--;
+	else if (c->state == C_CONNECTING)
+		st->nconnecting--;
 	c->state = C_DOWN;
 	c->phase = P_NONE;
 	c->flushing = false;
@@ -492,23 +566,40 @@ conn_backoff(struct pg_conn *c)
 }
 
 /* The connection broke: fail what was in flight on it (the outcome of a
- * write is unknown, so it is not retried), close it, retry later. */
+ * write is unknown, so it is not retried), close it, retry later. Writes
+ * of a failed batch that were still to be written one by one never
+ * reached the database: they go back to the front of the queue. */
 static void
 conn_lost(struct pg_conn *c, const char *why)
 {
 	struct store_pg *st = c->st;
-	struct pg_op *op = c->op;
+	struct pg_op *op = c->op, *retry = c->retry;
 
 	log_warn("database connection %d lost: %s", c->idx, why);
 	c->op = NULL;
+	c->retry = NULL;
 	PQclear(c->res);
 	c->res = NULL;
 	conn_close(c);
+	store_pg_keys_release(c);
 	c->quiet = false;
 	if (!st->closed)
 		conn_backoff(c);
+	while (retry != NULL) {
+		struct pg_op *m = retry, *last = NULL;
+
+		for (; m->next != NULL; last = m, m = m->next)
+			;
+		if (last != NULL)
+			last->next = NULL;
+		else
+			retry = NULL;
+		store_pg_queue_push_front(st, m);
+	}
 	if (op != NULL)
-		op_fail(op, ST_UNAVAILABLE, "database connection lost");
+		store_pg_fail_all(op, ST_UNAVAILABLE, "database connection lost");
+	if (!st->closed && st->qhead != NULL)
+		event_active(st->ev_kick, EV_TIMEOUT, 1);
 }
 
 static void
@@ -552,10 +643,9 @@ conn_connected(struct pg_conn *c)
 	}
 	/* a new session has no prepared statements */
 	memset(c->prepared, 0, c->prepared_cap);
-	c->state = C_IDLE;
-	c->phase = P_NONE;
 	c->backoff_ms = 0;
 	c->quiet = false;
+	st->nconnecting--;
 	st->nup++;
 	st->connect_failed = false;
 	if (c->was_up) {
@@ -563,7 +653,7 @@ conn_connected(struct pg_conn *c)
 		log_info("database connection %d re-established", c->idx);
 	}
 	c->was_up = true;
-	dispatch(st);
+	conn_idle(c);
 }
 
 /* Waits for what PQconnectPoll asked for, on the socket it has now (libpq
@@ -611,6 +701,7 @@ conn_connect(struct pg_conn *c)
 		return;
 	}
 	c->state = C_CONNECTING;
+	st->nconnecting++;
 	if (PQstatus(c->pg) == CONNECTION_BAD) {
 		conn_connect_failed(c, PQerrorMessage(c->pg));
 		return;
@@ -645,7 +736,9 @@ on_conn_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	enter(st);
 	if (!st->closed) {
-		if (c->state == C_DOWN)
+		/* the first connection always comes back; the others when
+		 * there is work for them */
+		if (c->state == C_DOWN && (c->idx == 0 || st->qhead != NULL))
 			conn_connect(c);
 		else if (c->state == C_CONNECTING)
 			conn_connect_failed(c, "connection timed out");
@@ -689,14 +782,37 @@ conn_after_op(struct pg_conn *c, int stale_stmt)
 		c->prepared[stale_stmt] = 0;
 	}
 	if (n == 0) {
-		c->state = C_IDLE;
-		c->phase = P_NONE;
-		dispatch(c->st);
+		conn_next(c);
 		return;
 	}
 	c->phase = P_CLEANUP;
 	if (!PQsendQuery(c->pg, sql) || conn_flush(c) < 0)
 		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
+}
+
+/* The session is clean: write the next message of a failed batch, or take
+ * the next request. */
+static void
+conn_next(struct pg_conn *c)
+{
+	struct pg_op *op = c->retry;
+
+	if (op == NULL) {
+		store_pg_keys_release(c);
+		conn_idle(c);
+		return;
+	}
+	c->retry = op->next;
+	op->next = NULL;
+	c->op = op;
+	c->phase = P_NONE;
+	if (conn_send_step(c) == 0)
+		return;
+	/* never sent: back to the queue, before the rest (conn_lost puts
+	 * those back first) */
+	c->op = NULL;
+	conn_lost(c, c->errbuf);
+	store_pg_queue_push_front(c->st, op);
 }
 
 /* The current command has delivered all its results. */
@@ -713,9 +829,7 @@ conn_command_done(struct pg_conn *c)
 	c->res = NULL;
 	if (c->phase == P_CLEANUP) {
 		PQclear(r);
-		c->state = C_IDLE;
-		c->phase = P_NONE;
-		dispatch(st);
+		conn_next(c);
 		return;
 	}
 	if (c->phase == P_PREPARE && r != NULL) {
@@ -730,6 +844,14 @@ conn_command_done(struct pg_conn *c)
 			return;
 		}
 	}
+	/* the connection stays BUSY during the callbacks: nested requests
+	 * queue or go to other connections, never to this one */
+	c->op = NULL;
+	if (op->kind == OP_BATCH) {
+		stale_stmt = store_pg_batch_done(c, op, r);
+		PQclear(r);
+		goto after;
+	}
 	memset(&rep, 0, sizeof(rep));
 	if (r == NULL) {
 		rep.status = ST_ERROR;
@@ -740,11 +862,16 @@ conn_command_done(struct pg_conn *c)
 		store_pg_reply_ok(c, op, r, &rep);
 	}
 	stale_stmt = stale ? op->stmt : -1;
-	c->op = NULL;
-	/* the connection stays BUSY during the callback: nested requests
-	 * queue or go to other connections, never to this one */
-	op_complete(op, &rep);
+	if (op->kind == OP_WRITE) {
+		if (rep.status == ST_OK || rep.status == ST_CONFLICT || rep.status == ST_MSG_EXISTS)
+			stats_write_batch(st->stats, 1);
+		/* its category is free before anyone hears of the commit */
+		if (c->retry == NULL)
+			store_pg_keys_release(c);
+	}
+	store_pg_op_complete(op, &rep);
 	PQclear(r);
+after:
 	if (st->closed || c->state != C_BUSY)
 		return;
 	/* an unlimited read must not pin its row array for the life of the
@@ -847,11 +974,11 @@ submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int 
 		goto reject;
 	if (kind != OP_NS_CREATE && (stmt = store_pg_stmt_get(st, ns, variant)) < 0)
 		goto reject;
-	op = op_get();
+	op = store_pg_op_get();
 	if (op == NULL)
 		goto reject;
 	if (op_params(op, n, vals) < 0) {
-		op_put(op);
+		store_pg_op_put(op);
 		goto reject;
 	}
 	op->kind = kind;
@@ -859,6 +986,8 @@ submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int 
 	op->cb = cb;
 	op->arg = arg;
 	op->deadline_ms = now_ms() + STORE_PG_QUEUE_WAIT_MS;
+	if (kind == OP_WRITE)
+		store_pg_write_prepare(op);
 	st->ops++;
 	enter(st);
 	queue_push(st, op);
@@ -1048,7 +1177,7 @@ pg_import(struct store *s, const char *ns, const struct store_import_rec *recs, 
 	}
 	evbuffer_free(b);
 	text[len] = '\0';
-	if ((op = op_get()) == NULL)
+	if ((op = store_pg_op_get()) == NULL)
 		goto reject;
 	/* the text becomes the operation's parameter buffer (op_put frees a
 	 * buffer this large instead of keeping it) */
@@ -1115,6 +1244,7 @@ store_pg_free(struct store_pg *st)
 			event_free(c->ev_timer);
 		free(c->prepared);
 		free(c->rows);
+		free(c->keys);
 	}
 	free(st->conns);
 	for (size_t i = 0; i < st->nstmts; i++) {
@@ -1125,6 +1255,11 @@ store_pg_free(struct store_pg *st)
 	free(st->slots);
 	if (st->qtimer != NULL)
 		event_free(st->qtimer);
+	if (st->ev_sweep != NULL)
+		event_free(st->ev_sweep);
+	if (st->ev_kick != NULL)
+		event_free(st->ev_kick);
+	store_pg_keyset_free(&st->held);
 	free(st->url);
 	st->magic = 0;
 	free(st);
@@ -1141,17 +1276,26 @@ pg_close(struct store *s)
 	enter(st);
 	for (int i = 0; i < st->npool; i++) {
 		struct pg_conn *c = &st->conns[i];
-		struct pg_op *op = c->op;
+		struct pg_op *op = c->op, *m = c->retry, *next;
 
 		c->op = NULL;
+		c->retry = NULL;
 		PQclear(c->res);
 		c->res = NULL;
 		conn_close(c);
+		store_pg_keys_release(c);
 		if (op != NULL)
-			op_fail(op, ST_UNAVAILABLE, "store closed");
+			store_pg_fail_all(op, ST_UNAVAILABLE, "store closed");
+		for (; m != NULL; m = next) {
+			next = m->next;
+			m->next = NULL;
+			store_pg_op_fail(m, ST_UNAVAILABLE, "store closed");
+		}
 	}
 	queue_fail_all(st, "store closed");
 	event_del(st->qtimer);
+	event_del(st->ev_sweep);
+	event_del(st->ev_kick);
 	leave(st);
 }
 
@@ -1174,10 +1318,34 @@ static const struct store_ops store_pg_ops = {
     .clear = pg_clear,
 };
 
-struct store *
-store_pg_open(struct event_base *base, const char *url, int pool_size)
+/* Extra connections (all but the first) idle for idle_ms close. */
+static void
+on_sweep(evutil_socket_t fd, short what, void *arg)
 {
+	struct store_pg *st = arg;
+	int64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	for (int i = 1; i < st->npool && !st->closed; i++) {
+		struct pg_conn *c = &st->conns[i];
+
+		if (c->state == C_IDLE && now - c->idle_since_ms >= st->idle_ms) {
+			log_debug("database connection %d idle for %d s: closing it", c->idx, st->idle_ms / 1000);
+			conn_close(c);
+		}
+	}
+	leave(st);
+}
+
+struct store *
+store_pg_open(struct event_base *base, const struct store_cfg *cfg)
+{
+	struct timeval sweep = {1, 0};
 	struct store_pg *st;
+	const char *url = cfg != NULL ? cfg->url : NULL;
+	int pool_size = cfg != NULL ? cfg->pool_size : 0;
 
 	if (pool_size < 1 || base == NULL || url == NULL)
 		return NULL;
@@ -1192,6 +1360,10 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 	st->magic = STORE_PG_MAGIC;
 	st->evb = base;
 	st->npool = pool_size;
+	st->idle_ms = (cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 60) * 1000;
+	st->batch_max = cfg->batch_max > 1 ? cfg->batch_max : 1;
+	st->batch_bytes = cfg->batch_bytes > 0 ? cfg->batch_bytes : 1024 * 1024;
+	st->stats = cfg->stats;
 	st->url = strdup(url);
 	st->conns = calloc((size_t)pool_size, sizeof(*st->conns));
 	st->stmts_cap = 64;
@@ -1199,7 +1371,10 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 	st->nslots = 128;
 	st->slots = calloc(st->nslots, sizeof(*st->slots));
 	st->qtimer = evtimer_new(base, on_queue_timer, st);
-	if (st->url == NULL || st->conns == NULL || st->stmts == NULL || st->slots == NULL || st->qtimer == NULL)
+	st->ev_sweep = event_new(base, -1, EV_PERSIST, on_sweep, st);
+	st->ev_kick = event_new(base, -1, 0, on_kick, st);
+	if (st->url == NULL || st->conns == NULL || st->stmts == NULL || st->slots == NULL || st->qtimer == NULL ||
+	    st->ev_sweep == NULL || st->ev_kick == NULL || event_add(st->ev_sweep, &sweep) != 0)
 		goto fail;
 	for (int i = 0; i < pool_size; i++) {
 		struct pg_conn *c = &st->conns[i];
@@ -1217,9 +1392,9 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 	}
 	if (store_pg_stmt_grow_conns(st, st->stmts_cap) < 0)
 		goto fail;
+	/* one connection now; the others when work waits for one */
 	enter(st);
-	for (int i = 0; i < pool_size; i++)
-		conn_connect(&st->conns[i]);
+	conn_connect(&st->conns[0]);
 	leave(st);
 	return &st->base;
 fail:

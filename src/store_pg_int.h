@@ -17,6 +17,7 @@
 
 #include "store.h"
 
+struct stats;
 
 /* Tunables; overridable at build time (the tests shorten the waits). */
 #ifndef STORE_PG_QUEUE_MAX
@@ -38,6 +39,7 @@
 #define STORE_PG_OP_BUF_KEEP 65536 /* larger parameter buffers are not kept in the pool */
 #define STORE_PG_OP_POOL_FREE 1024
 #define STORE_PG_ROWS_KEEP (1024 * 1024) /* larger row arrays are freed after use */
+#define STORE_PG_SCAN_MAX 256 /* queue entries looked at to make one batch */
 
 #define STORE_PG_MAGIC 0x50475354u    /* "PGST" */
 #define STORE_PG_OP_MAGIC 0x50474f50u /* "PGOP" */
@@ -56,6 +58,7 @@ enum pg_variant {
 	V_CATEGORIES,
 	V_IMPORT,
 	V_CLEAR,
+	V_WRITE_BATCH,
 	/* registry-wide, namespace "" */
 	V_NS_LIST,
 	V_NS_INFO,
@@ -79,6 +82,7 @@ enum op_kind {
 	OP_CATS,
 	OP_IMPORT,
 	OP_CLEAR,
+	OP_BATCH, /* several OP_WRITEs in one statement (store_pg_batch.c) */
 };
 
 struct pg_op {
@@ -88,6 +92,9 @@ struct pg_op {
 	int stmt; /* statement index; -1 for ns_create (simple protocol) */
 	int nparams;
 	const char *values[STORE_PG_MAX_PARAMS];
+	const int *lengths; /* binary parameters (OP_BATCH): lens and formats, else NULL */
+	const int *formats;
+	int lens[STORE_PG_MAX_PARAMS];
 	char *buf; /* owned copies of the parameters; kept across reuse */
 	size_t bufcap;
 	int64_t deadline_ms; /* queue wait bound */
@@ -97,6 +104,15 @@ struct pg_op {
 	 * which one collided */
 	const struct store_import_rec *recs;
 	size_t nrecs;
+	/* OP_WRITE: what batching needs to know */
+	uint64_t catkey;  /* hash of the category, i.e. of the advisory lock it takes */
+	size_t wbytes;    /* bytes of its strings */
+	uint8_t uuid[16]; /* the id, binary */
+	bool batchable;   /* the id parsed */
+	bool solo;        /* written alone (what is left of a failed batch) */
+	/* OP_BATCH: the writes it carries, in arrival order, linked by next */
+	struct pg_op *members;
+	int nmembers;
 };
 
 struct pg_stmt {
@@ -125,13 +141,24 @@ struct pg_conn {
 	bool was_up; /* has been connected before: the next success is a reconnect */
 	bool quiet;  /* failure already logged at warn level */
 	int backoff_ms;
-	struct pg_op *op;  /* in flight */
-	PGresult *res;     /* result kept for the reply */
+	struct pg_op *op;    /* in flight */
+	struct pg_op *retry; /* a failed batch's writes still to write one by one */
+	PGresult *res;       /* result kept for the reply */
 	uint8_t *prepared; /* prepared[i]: statement i exists on this connection */
 	size_t prepared_cap;
 	void *rows; /* grow-only row structs handed to callbacks */
 	size_t rows_cap;
+	uint64_t *keys; /* categories (catkey) of the writes it is doing, held in st->held */
+	size_t nkeys, keys_cap;
+	int64_t idle_since_ms;
 	char errbuf[256];
+};
+
+/* Counting set of the categories some connection of the store is writing. */
+struct pg_keyset {
+	uint64_t *key; /* 0 = empty slot */
+	uint32_t *count;
+	size_t cap, used;
 };
 
 struct store_pg {
@@ -142,7 +169,12 @@ struct store_pg {
 	int npool;
 	struct pg_conn *conns;
 	int nup;             /* connections in CONNECTION_OK */
+	int nconnecting;     /* connections in C_CONNECTING */
 	bool connect_failed; /* the latest connect attempt failed */
+	int idle_ms;         /* extra connections close after this long idle */
+	struct event *ev_sweep;
+	struct event *ev_kick; /* a deferred dispatch and pool growth */
+	bool kicking;
 	bool closed;
 	int depth;
 	struct pg_op *qhead, *qtail;
@@ -153,10 +185,21 @@ struct store_pg {
 	int *slots; /* open addressing over stmts: index + 1, 0 = empty */
 	size_t nslots;
 	uint64_t ops, rejected, reconnects;
+	/* write batching */
+	int batch_max;
+	size_t batch_bytes;
+	struct pg_keyset held;
+	struct stats *stats;
 };
 
 /* store_pg.c */
 const char *store_pg_conn_errmsg(struct pg_conn *c, const char *msg);
+struct pg_op *store_pg_op_get(void);
+void store_pg_op_put(struct pg_op *op);
+/* Recycles op, then runs its callback with r. */
+void store_pg_op_complete(struct pg_op *op, const struct store_reply *r);
+void store_pg_op_fail(struct pg_op *op, enum store_status status, const char *msg);
+void store_pg_queue_push_front(struct store_pg *st, struct pg_op *op);
 
 /* store_pg_stmt.c: index of the statement (ns, variant), adding it on first
  * use; -1 when out of memory or ns cannot make a schema name. */
@@ -171,5 +214,33 @@ void store_pg_reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, s
 /* A failed result; *stale is set when the statement's schema is gone. */
 void store_pg_reply_error(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep,
                           bool *stale);
+
+/* store_pg_batch.c */
+/* Takes the next operation to run off the queue: the first one not waiting
+ * for a category another connection is writing, and when that is a write,
+ * the queued writes of its namespace that can join it, as one OP_BATCH.
+ * NULL when nothing can run now. */
+struct pg_op *store_pg_take(struct store_pg *st);
+/* op is a write that must wait: its category is being written. */
+bool store_pg_held(const struct store_pg *st, const struct pg_op *op);
+/* Something queued could run if there were a connection for it. */
+bool store_pg_runnable(const struct store_pg *st);
+/* c is about to run op: it holds op's categories until
+ * store_pg_keys_release. */
+void store_pg_keys_hold(struct pg_conn *c, const struct pg_op *op);
+void store_pg_keys_release(struct pg_conn *c);
+/* An operation that never reached the database back at the front of the
+ * queue; a batch goes back as its writes, in order. */
+void store_pg_requeue(struct store_pg *st, struct pg_op *op);
+/* Fails op, or every write of a batch, and recycles it. */
+void store_pg_fail_all(struct pg_op *op, enum store_status status, const char *msg);
+/* The result r (NULL: none) of batch op on c: every write gets its own
+ * reply, in order, or, when the statement failed, they are put on
+ * c->retry to be written one by one. Recycles op. Returns the statement to
+ * forget (its schema is gone), or -1. */
+int store_pg_batch_done(struct pg_conn *c, struct pg_op *op, PGresult *r);
+/* Fills the batch fields of a write that op_params has just copied. */
+void store_pg_write_prepare(struct pg_op *op);
+void store_pg_keyset_free(struct pg_keyset *ks);
 
 #endif

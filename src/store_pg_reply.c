@@ -189,6 +189,10 @@ store_pg_reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct
 	case OP_IMPORT:
 	case OP_CLEAR:
 		break;
+	case OP_BATCH: /* one reply per write: store_pg_batch_done */
+		rep->status = ST_ERROR;
+		rep->error = "internal error: a batch result decoded as one reply";
+		break;
 	case OP_NS_DELETE:
 		if (n != 1 || PQgetisnull(r, 0, 0)) {
 			rep->status = ST_NS_NOT_FOUND;

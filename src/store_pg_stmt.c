@@ -39,6 +39,14 @@ stmt_build(int variant, const char *s, int *nparams)
 		             " FROM %s.write_message_ex($1, $2, $3, $4::jsonb, $5::jsonb, $6::int8)",
 		             s);
 		break;
+	case V_WRITE_BATCH:
+		/* the six arrays go in binary (store_pg_batch.c) */
+		*nparams = 6;
+		n = snprintf(buf, sizeof(buf),
+		             "SELECT n, \"position\", global_position, actual, duplicate"
+		             " FROM %s.write_batch($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int8[])",
+		             s);
+		break;
 	case V_STREAM_POS:
 	case V_STREAM_GPOS:
 		*nparams = 3;

@@ -132,7 +132,8 @@ BEGIN
 
 	RETURN QUERY
 	SELECT g.o, _pos[g.o], _gp[g.o], _act[g.o], coalesce(_dup[g.o], false)
-	FROM generate_series(1, _count) AS g(o);
+	FROM generate_series(1, _count) AS g(o)
+	ORDER BY g.o;
 END;
 $$;
 
