@@ -228,6 +228,13 @@ store_pg_op_fail(struct pg_op *op, enum store_status status, const char *msg)
 
 /* ---- queue ------------------------------------------------------------------ */
 
+void
+store_pg_queue_gauge(struct store_pg *st)
+{
+	if (st->stats != NULL)
+		st->stats->db_queue_waiting = st->qlen;
+}
+
 static void
 queue_arm(struct store_pg *st)
 {
@@ -255,6 +262,7 @@ queue_push(struct store_pg *st, struct pg_op *op)
 		st->qhead = op;
 	st->qtail = op;
 	st->qlen++;
+	store_pg_queue_gauge(st);
 	queue_arm(st);
 }
 
@@ -267,6 +275,7 @@ store_pg_queue_push_front(struct store_pg *st, struct pg_op *op)
 	if (st->qtail == NULL)
 		st->qtail = op;
 	st->qlen++;
+	store_pg_queue_gauge(st);
 	queue_arm(st);
 }
 
@@ -281,6 +290,7 @@ queue_pop(struct store_pg *st)
 	if (st->qhead == NULL)
 		st->qtail = NULL;
 	st->qlen--;
+	store_pg_queue_gauge(st);
 	op->next = NULL;
 	return op;
 }
@@ -294,6 +304,7 @@ queue_fail_all(struct store_pg *st, const char *msg)
 
 	st->qhead = st->qtail = NULL;
 	st->qlen = 0;
+	store_pg_queue_gauge(st);
 	for (; op != NULL; op = next) {
 		next = op->next;
 		store_pg_op_fail(op, ST_UNAVAILABLE, msg);

@@ -85,16 +85,16 @@ ks_grow(struct pg_keyset *ks)
 	return 0;
 }
 
-static bool
-ks_has(const struct pg_keyset *ks, uint64_t key)
+bool
+store_pg_keyset_has(const struct pg_keyset *ks, uint64_t key)
 {
 	return ks->cap > 0 && ks->key[ks_slot(ks, key)] == key;
 }
 
 /* Out of memory only costs batching (the database still serializes the
  * category), so a key that cannot be added is simply not held. */
-static bool
-ks_add(struct pg_keyset *ks, uint64_t key)
+bool
+store_pg_keyset_add(struct pg_keyset *ks, uint64_t key)
 {
 	size_t j;
 
@@ -110,8 +110,8 @@ ks_add(struct pg_keyset *ks, uint64_t key)
 	return true;
 }
 
-static void
-ks_del(struct pg_keyset *ks, uint64_t key)
+void
+store_pg_keyset_del(struct pg_keyset *ks, uint64_t key)
 {
 	size_t j, k;
 
@@ -158,7 +158,7 @@ conn_key_add(struct pg_conn *c, uint64_t key)
 		c->keys = k;
 		c->keys_cap = cap;
 	}
-	if (ks_add(&c->st->held, key))
+	if (store_pg_keyset_add(&c->st->held, key))
 		c->keys[c->nkeys++] = key;
 }
 
@@ -178,7 +178,7 @@ void
 store_pg_keys_release(struct pg_conn *c)
 {
 	for (size_t i = 0; i < c->nkeys; i++)
-		ks_del(&c->st->held, c->keys[i]);
+		store_pg_keyset_del(&c->st->held, c->keys[i]);
 	c->nkeys = 0;
 }
 
@@ -239,12 +239,13 @@ unlink_after(struct store_pg *st, struct pg_op *prev, struct pg_op *op)
 		st->qtail = prev;
 	st->qlen--;
 	op->next = NULL;
+	store_pg_queue_gauge(st);
 }
 
 bool
 store_pg_held(const struct store_pg *st, const struct pg_op *op)
 {
-	return op->kind == OP_WRITE && st->batch_max > 1 && ks_has(&st->held, op->catkey);
+	return op->kind == OP_WRITE && st->batch_max > 1 && store_pg_keyset_has(&st->held, op->catkey);
 }
 
 static bool

@@ -192,6 +192,9 @@ struct store_pg {
 	struct stats *stats;
 };
 
+/* The queue length into the worker's db_queue_waiting gauge. */
+void store_pg_queue_gauge(struct store_pg *st);
+
 /* store_pg.c */
 const char *store_pg_conn_errmsg(struct pg_conn *c, const char *msg);
 struct pg_op *store_pg_op_get(void);
@@ -241,6 +244,11 @@ void store_pg_fail_all(struct pg_op *op, enum store_status status, const char *m
 int store_pg_batch_done(struct pg_conn *c, struct pg_op *op, PGresult *r);
 /* Fills the batch fields of a write that op_params has just copied. */
 void store_pg_write_prepare(struct pg_op *op);
+/* The counting set (exposed for the unit tests): add returns false when
+ * out of memory, del of an absent key does nothing. */
+bool store_pg_keyset_add(struct pg_keyset *ks, uint64_t key);
+bool store_pg_keyset_has(const struct pg_keyset *ks, uint64_t key);
+void store_pg_keyset_del(struct pg_keyset *ks, uint64_t key);
 void store_pg_keyset_free(struct pg_keyset *ks);
 
 #endif

@@ -1427,6 +1427,9 @@ sq_thread(void *arg)
 		op->next = NULL;
 		if (op->kind == K_WRITE && st->batch_max > 1)
 			take_writes(st, op);
+		/* the gauge is only ever written under mu */
+		if (st->stats != NULL)
+			st->stats->db_queue_waiting = st->in_len;
 		pthread_mutex_unlock(&st->mu);
 
 		if (op->next != NULL)
@@ -1519,6 +1522,8 @@ take_done(struct sq_store *st)
 	pthread_mutex_lock(&st->mu);
 	list = st->done_head;
 	st->done_head = st->done_tail = NULL;
+	if (st->stats != NULL)
+		st->stats->db_queue_waiting = st->in_len;
 	pthread_mutex_unlock(&st->mu);
 	while (*tail != NULL)
 		tail = &(*tail)->next;
@@ -1613,6 +1618,8 @@ submit(struct sq_store *st, struct sq_op *op)
 		st->in_head = op;
 	st->in_tail = op;
 	st->in_len++;
+	if (st->stats != NULL)
+		st->stats->db_queue_waiting = st->in_len;
 	pthread_cond_signal(&st->cv);
 	pthread_mutex_unlock(&st->mu);
 	return 0;
