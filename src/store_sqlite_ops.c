@@ -18,6 +18,15 @@
  * inside one BEGIN IMMEDIATE transaction, so expectedVersion is checked
  * under the lock that serializes writers (SPEC D19).
  *
+ * Write batching (SPEC D24): when the thread takes a write, the writes of
+ * the same namespace queued behind it (up to --write-batch-max and
+ * --write-batch-bytes) join it in that one transaction, each written, or
+ * answered with its conflict or duplicate id, exactly as it would be alone
+ * (SQLite undoes a failed statement without ending the transaction). One
+ * commit for all; if the transaction fails as a whole, each write is done
+ * again alone. Nothing waits for company: a batch is what queued while the
+ * thread was busy.
+ *
  * Answers match the PostgreSQL store (store_pg.c, src/sql): same filters,
  * same order, byte-wise comparisons, microsecond times (SPEC D12, D18).
  */
