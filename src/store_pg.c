@@ -1345,6 +1345,7 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 		if (c->state == C_IDLE && now - c->idle_since_ms >= st->idle_ms) {
 			log_debug("database connection %d idle for %d s: closing it", c->idx, st->idle_ms / 1000);
 			conn_close(c);
+			c->was_up = false; /* opening it again is no reconnect */
 		}
 	}
 	leave(st);

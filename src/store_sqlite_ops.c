@@ -54,6 +54,7 @@
 #ifndef SQ_QUEUE_MAX
 #define SQ_QUEUE_MAX 4096 /* waiting operations; beyond that calls return -1 (503) */
 #endif
+#define SQ_SCAN_MAX 256 /* queued operations looked at to make one write batch */
 #ifndef SQ_MAX_HANDLES
 #define SQ_MAX_HANDLES 32 /* namespace databases kept open per store */
 #endif
@@ -1380,9 +1381,9 @@ take_writes(struct sq_store *st, struct sq_op *head)
 {
 	struct sq_op *prev = NULL, *op, *next, **tail = &head->next;
 	size_t bytes = head->wbytes;
-	int n = 1;
+	int n = 1, scanned = 0;
 
-	for (op = st->in_head; op != NULL && n < st->batch_max; op = next) {
+	for (op = st->in_head; op != NULL && n < st->batch_max && scanned++ < SQ_SCAN_MAX; op = next) {
 		next = op->next;
 		if (op->kind != K_WRITE || strcmp(op->ns, head->ns) != 0) {
 			prev = op;
