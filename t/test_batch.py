@@ -439,17 +439,18 @@ class TestWorkers(Base):
             ts = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
             for t in ts:
                 t.start()
-            time.sleep(1.0)
-            victims = srv.worker_pids()
-            self.assertEqual(len(victims), 2)
-            os.kill(victims[0], signal.SIGKILL)
-            n_at_kill = len(acks)
-            time.sleep(1.5)
-            stop.set()
-            for t in ts:
-                t.join(60)
-            self.assertGreater(n_at_kill, 50, "too few writes before the kill to mean anything")
-            self.assertGreater(len(acks), n_at_kill, "no writes after the kill")
+            try:
+                self.assertTrue(harness.wait_until(lambda: len(acks) >= 200, 30), "writes too slow: %d" % len(acks))
+                victims = srv.worker_pids()
+                self.assertEqual(len(victims), 2)
+                os.kill(victims[0], signal.SIGKILL)
+                n_at_kill = len(acks)
+                self.assertTrue(harness.wait_until(lambda: len(acks) >= n_at_kill + 200, 30),
+                                "no writes after the kill")
+            finally:
+                stop.set()
+                for t in ts:
+                    t.join(60)
             self.assertTrue(harness.wait_until(lambda: len(srv.worker_pids()) == 2, 10), "worker not respawned")
             stored = {}
             for w in range(4):
