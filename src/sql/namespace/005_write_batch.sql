@@ -13,15 +13,16 @@
 --
 -- Shape: every category's advisory lock once, in ascending lock-key order
 -- (so two batches, or a batch and write_message, can never deadlock); one
--- version lookup and one id lookup per message from one set-based query;
--- a fold over the batch in arrival order that gives each message the
+-- version lookup per distinct stream. Then, when no message has an
+-- expectedVersion and no id is taken or occurs twice (the common case), one
+-- set-based INSERT: positions are the stream's version plus row_number() per
+-- stream in arrival order, global positions come from the sequence in
+-- arrival order (the INSERT takes its rows sorted), RETURNING gives both.
+-- Otherwise a fold over the batch in arrival order gives each message the
 -- outcome it would have had alone (a conflict or a duplicate does not move
 -- the stream's version, so the messages after it see the version as it then
--- is, exactly as D19 describes one-by-one writes); one INSERT for all
--- the written messages. Global positions are drawn from the sequence in
--- arrival order during the fold, so within a stream they grow with the
--- position, as they do for one-by-one writes.
---
+-- is, exactly as D19 describes one-by-one writes), then one INSERT.
+
 -- An id that is already in the table, or that occurs twice in the batch,
 -- is answered as a duplicate up front. What cannot be seen up front (an id
 -- inserted by a concurrent transaction that has not committed yet, a
@@ -49,8 +50,6 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	_count integer := coalesce(cardinality(write_batch.ids), 0);
-	_seq regclass := '{{SCHEMA_NAME}}.messages_global_position_seq';
-	_key bigint;
 	_r record;
 	_ver bigint[];    -- per distinct stream (by its number si): the version now
 	_used boolean[];  -- per distinct id (ii): written by this batch
@@ -58,7 +57,8 @@ DECLARE
 	_gp bigint[];
 	_act bigint[];
 	_dup boolean[];
-	_host text;
+	_host text := current_setting('eventodb.host', true);
+	_notify boolean;
 BEGIN
 	IF coalesce(cardinality(write_batch.stream_names), 0) <> _count
 	   OR coalesce(cardinality(write_batch.types), 0) <> _count
@@ -68,13 +68,45 @@ BEGIN
 		RAISE EXCEPTION 'write_batch: the arrays differ in length' USING ERRCODE = '22023';
 	END IF;
 
-	FOR _key IN
-		SELECT DISTINCT {{SCHEMA_NAME}}.hash_64({{SCHEMA_NAME}}.category(u.s)) AS k
-		FROM unnest(write_batch.stream_names) AS u(s)
-		ORDER BY 1
-	LOOP
-		PERFORM pg_advisory_xact_lock(_key);
-	END LOOP;
+	-- the subquery's order is the order the locks are taken in
+	PERFORM pg_advisory_xact_lock(q.k)
+	FROM (SELECT DISTINCT {{SCHEMA_NAME}}.hash_64({{SCHEMA_NAME}}.category(u.s)) AS k
+	      FROM unnest(write_batch.stream_names) AS u(s) ORDER BY 1) q;
+
+	_notify := _host IS NOT NULL AND _host <> '' AND EXISTS (
+		SELECT 1 FROM eventodb_store.listeners l
+		WHERE l.host <> _host AND l.seen > now() - interval '30 seconds');
+
+	IF NOT EXISTS (SELECT 1 FROM unnest(write_batch.expected_versions) AS e(v) WHERE e.v IS NOT NULL)
+	   AND (SELECT count(DISTINCT i.i) FROM unnest(write_batch.ids) AS i(i)) = _count
+	   AND NOT EXISTS (SELECT 1 FROM {{SCHEMA_NAME}}.messages m WHERE m.id = ANY (write_batch.ids)) THEN
+		RETURN QUERY
+		WITH b AS (
+			SELECT u.o::integer AS o, u.i, u.s, u.t, u.d, u.m
+			FROM unnest(write_batch.ids, write_batch.stream_names, write_batch.types, write_batch.data,
+			            write_batch.metadata) WITH ORDINALITY AS u(i, s, t, d, m, o)
+		), ds AS (
+			SELECT q.s, (SELECT coalesce(max(m."position"), -1) FROM {{SCHEMA_NAME}}.messages m
+			             WHERE m.stream_name = q.s) AS v0
+			FROM (SELECT DISTINCT b.s FROM b) q
+		), p AS (
+			SELECT b.*, ds.v0 + row_number() OVER (PARTITION BY b.s ORDER BY b.o) AS pos
+			FROM b JOIN ds ON ds.s = b.s
+		), ins AS (
+			INSERT INTO {{SCHEMA_NAME}}.messages AS m (id, stream_name, "position", type, data, metadata)
+			SELECT p.i, p.s, p.pos, p.t, p.d, p.m FROM p ORDER BY p.o
+			RETURNING m.id, m."position", m.global_position,
+			          CASE WHEN NOT _notify THEN NULL
+			               WHEN octet_length(m.stream_name) <= 7000 THEN
+			                    pg_notify('eventodb', 'w ' || _host || ' {{SCHEMA_NAME}} ' || m."position"::text
+			                              || ' ' || m.global_position::text || ' ' || m.stream_name)::text
+			               ELSE pg_notify('eventodb', 'r ' || _host)::text END AS notified
+		)
+		SELECT p.o, ins."position", ins.global_position, ins."position" - 1, false
+		FROM p JOIN ins ON ins.id = p.i
+		ORDER BY p.o;
+		RETURN;
+	END IF;
 
 	FOR _r IN
 		WITH b AS (
@@ -103,7 +135,7 @@ BEGIN
 			_act[_r.o] := _ver[_r.si];
 			_ver[_r.si] := _ver[_r.si] + 1;
 			_pos[_r.o] := _ver[_r.si];
-			_gp[_r.o] := nextval(_seq);
+			_gp[_r.o] := nextval('{{SCHEMA_NAME}}.messages_global_position_seq'::regclass);
 			_used[_r.ii] := true;
 		END IF;
 	END LOOP;
@@ -115,10 +147,7 @@ BEGIN
 	WHERE _pos[u.o] IS NOT NULL
 	ORDER BY u.o;
 
-	_host := current_setting('eventodb.host', true);
-	IF _host IS NOT NULL AND _host <> '' AND EXISTS (
-		SELECT 1 FROM eventodb_store.listeners l
-		WHERE l.host <> _host AND l.seen > now() - interval '30 seconds') THEN
+	IF _notify THEN
 		FOR i IN 1.._count LOOP
 			CONTINUE WHEN _pos[i] IS NULL;
 			IF octet_length(write_batch.stream_names[i]) <= 7000 THEN
