@@ -13,6 +13,7 @@
 # sizes each case produced (the servers' write_batch_* counters).
 #   contrib/bench-write.sh [rounds] [seconds]
 # Ports: PORT (servers, 4 from there, default 25180), PGPORT_BENCH (25434).
+# BENCH_ON_ARGS: more options for the batching servers (to try other caps).
 # The commit flush dominates: run it on a quiet machine (the load average is
 # printed before and after) and compare only numbers from one invocation.
 set -e
@@ -56,9 +57,9 @@ start() {
 pg_url() { echo "postgres://postgres@127.0.0.1:$pgport/$1"; }
 mkdir -p "$dir/sq-off" "$dir/sq-on"
 start off $base "$(pg_url off)" --write-batch-max 1
-start on $((base + 1)) "$(pg_url on)"
+start on $((base + 1)) "$(pg_url on)" ${BENCH_ON_ARGS:-}
 start sq-off $((base + 2)) sqlite://metadata.db --data-dir "$dir/sq-off" --write-batch-max 1
-start sq-on $((base + 3)) sqlite://metadata.db --data-dir "$dir/sq-on"
+start sq-on $((base + 3)) sqlite://metadata.db --data-dir "$dir/sq-on" ${BENCH_ON_ARGS:-}
 port_of() { case $1 in off) echo $base ;; on) echo $((base + 1)) ;; sq-off) echo $((base + 2)) ;; sq-on) echo $((base + 3)) ;; esac; }
 
 # The write batch counters of a server: batches msgs and the eight size buckets.
