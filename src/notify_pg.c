@@ -5,7 +5,7 @@
  * writes notify, and notifications arrive in commit order. Namespace
  * migration 004 makes write_message_ex call
  *   pg_notify('eventodb', 'w <host> <schema> <position> <gpos> <stream>')
- * when the session carries the GUC eventodb.host, and migration 005's
+ * when the session carries the GUC eventodb.host, and migration 006's
  * write_batch sends the same payload once per message it wrote, in global
  * position order (one per message rather than one per batch: the cost is
  * per notifying transaction, which batching already shares, and each

@@ -3,7 +3,7 @@
  *
  * Writes wait in the store's queue like any request. When a connection
  * frees up, the queued writes of the first write's namespace go together
- * as one call of the namespace's write_batch function (migration 005): one
+ * as one call of the namespace's write_batch function (migration 006): one
  * statement, one transaction, one commit flush, one row of outcome per
  * write. Nothing waits for company: a write that finds a connection free
  * goes alone, at once, by the one-message path (write_message_ex); a batch

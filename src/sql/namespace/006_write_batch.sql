@@ -108,6 +108,10 @@ BEGIN
 		RETURN;
 	END IF;
 
+	-- The fold draws global positions before its INSERT: take the lock that
+	-- INSERT would take first, so that a POST /import batch (which locks
+	-- writes out while it places its own positions) cannot claim them.
+	LOCK TABLE {{SCHEMA_NAME}}.messages IN ROW EXCLUSIVE MODE;
 	FOR _r IN
 		WITH b AS (
 			SELECT u.o::integer AS o, u.i, u.s, u.e
@@ -166,4 +170,4 @@ BEGIN
 END;
 $$;
 
-INSERT INTO {{SCHEMA_NAME}}._schema_version (version) VALUES (5) ON CONFLICT DO NOTHING;
+INSERT INTO {{SCHEMA_NAME}}._schema_version (version) VALUES (6) ON CONFLICT DO NOTHING;
