@@ -493,6 +493,7 @@ conn_grow(struct store_pg *st)
 {
 	int want = 0, scanned = 0;
 
+	store_pg_write_room(st);
 	for (struct pg_op *op = st->qhead; op != NULL && want < st->npool && scanned < STORE_PG_SCAN_MAX;
 	     op = op->next, scanned++)
 		if (!store_pg_held(st, op))
@@ -522,6 +523,19 @@ on_kick(evutil_socket_t fd, short what, void *arg)
 	st->kicking = false;
 	if (!st->closed && !st->connect_failed)
 		conn_grow(st);
+	leave(st);
+}
+
+/* Writes waited for a write slot long enough: look again. */
+static void
+on_stall(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_pg *st = arg;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	dispatch(st);
 	leave(st);
 }
 
@@ -1270,6 +1284,8 @@ store_pg_free(struct store_pg *st)
 		event_free(st->ev_sweep);
 	if (st->ev_kick != NULL)
 		event_free(st->ev_kick);
+	if (st->ev_stall != NULL)
+		event_free(st->ev_stall);
 	store_pg_keyset_free(&st->held);
 	free(st->url);
 	st->magic = 0;
@@ -1307,6 +1323,7 @@ pg_close(struct store *s)
 	event_del(st->qtimer);
 	event_del(st->ev_sweep);
 	event_del(st->ev_kick);
+	event_del(st->ev_stall);
 	leave(st);
 }
 
@@ -1375,6 +1392,7 @@ store_pg_open(struct event_base *base, const struct store_cfg *cfg)
 	st->idle_ms = (cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 60) * 1000;
 	st->batch_max = cfg->batch_max > 1 ? cfg->batch_max : 1;
 	st->batch_bytes = cfg->batch_bytes > 0 ? cfg->batch_bytes : 1024 * 1024;
+	st->write_slots = pool_size / 2 > 1 ? pool_size / 2 : 1;
 	st->stats = cfg->stats;
 	st->url = strdup(url);
 	st->conns = calloc((size_t)pool_size, sizeof(*st->conns));
@@ -1385,8 +1403,9 @@ store_pg_open(struct event_base *base, const struct store_cfg *cfg)
 	st->qtimer = evtimer_new(base, on_queue_timer, st);
 	st->ev_sweep = event_new(base, -1, EV_PERSIST, on_sweep, st);
 	st->ev_kick = event_new(base, -1, 0, on_kick, st);
+	st->ev_stall = evtimer_new(base, on_stall, st);
 	if (st->url == NULL || st->conns == NULL || st->stmts == NULL || st->slots == NULL || st->qtimer == NULL ||
-	    st->ev_sweep == NULL || st->ev_kick == NULL || event_add(st->ev_sweep, &sweep) != 0)
+	    st->ev_sweep == NULL || st->ev_kick == NULL || st->ev_stall == NULL || event_add(st->ev_sweep, &sweep) != 0)
 		goto fail;
 	for (int i = 0; i < pool_size; i++) {
 		struct pg_conn *c = &st->conns[i];

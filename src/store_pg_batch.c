@@ -15,7 +15,13 @@
  * on PostgreSQL it could only wait for that transaction's advisory lock,
  * which is held through the commit. Queued here instead, it joins the next
  * batch, so a hot category gets one commit per batch rather than one per
- * connection. Anything else (reads, other categories) is taken past it.
+ * connection. And writes use at most half of the pool (at least one
+ * connection, st->write_slots): with every connection writing alone,
+ * concurrent writes to many categories would rarely find each other, each
+ * paying a commit; with half, the ones that arrive while those are busy
+ * queue and go together, and reads keep connections of their own.
+ * Anything that can run (reads, other categories) is taken past what
+ * waits.
  *
  * Per-stream order is arrival order: writes are taken in queue order, and
  * once a write is left behind (over a cap, or held), every later write of
@@ -33,6 +39,7 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "stats.h"
@@ -44,6 +51,15 @@
 #define OID_JSONB 3802
 
 static const int binary_formats[STORE_PG_MAX_PARAMS] = {1, 1, 1, 1, 1, 1, 1, 1};
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ---- the set of categories being written ----------------------------------- */
 
@@ -165,11 +181,14 @@ conn_key_add(struct pg_conn *c, uint64_t key)
 void
 store_pg_keys_hold(struct pg_conn *c, const struct pg_op *op)
 {
-	if (c->st->batch_max <= 1)
+	if (c->st->batch_max <= 1 || (op->kind != OP_WRITE && op->kind != OP_BATCH))
 		return;
+	c->write_slot = true;
+	c->write_since_ms = mono_ms();
+	c->st->writing++;
 	if (op->kind == OP_WRITE)
 		conn_key_add(c, op->catkey);
-	else if (op->kind == OP_BATCH)
+	else
 		for (const struct pg_op *m = op->members; m != NULL; m = m->next)
 			conn_key_add(c, m->catkey);
 }
@@ -180,6 +199,10 @@ store_pg_keys_release(struct pg_conn *c)
 	for (size_t i = 0; i < c->nkeys; i++)
 		store_pg_keyset_del(&c->st->held, c->keys[i]);
 	c->nkeys = 0;
+	if (c->write_slot) {
+		c->write_slot = false;
+		c->st->writing--;
+	}
 }
 
 /* ---- writes ---------------------------------------------------------------- */
@@ -242,10 +265,43 @@ unlink_after(struct store_pg *st, struct pg_op *prev, struct pg_op *op)
 	store_pg_queue_gauge(st);
 }
 
+/* A connection of this store is writing op's category. */
+static bool
+cat_busy(const struct store_pg *st, const struct pg_op *op)
+{
+	return store_pg_keyset_has(&st->held, op->catkey);
+}
+
+/*
+ * Whether a write may take a connection: a write slot is free, or every
+ * write in flight has been at it for STORE_PG_WRITE_STALL_MS (stuck on a
+ * lock someone else holds, say), in which case waiting for them could take
+ * any time and another connection writes after all. A write turned away
+ * for want of a slot arms st->ev_stall, so it is looked at again then even
+ * if nothing else happens.
+ */
+void
+store_pg_write_room(struct store_pg *st)
+{
+	int64_t now;
+
+	st->room = st->writing < st->write_slots;
+	if (st->room || st->batch_max <= 1)
+		return;
+	now = mono_ms();
+	st->room = true;
+	for (int i = 0; i < st->npool; i++) {
+		const struct pg_conn *c = &st->conns[i];
+
+		if (c->write_slot && now - c->write_since_ms < STORE_PG_WRITE_STALL_MS)
+			st->room = false;
+	}
+}
+
 bool
 store_pg_held(const struct store_pg *st, const struct pg_op *op)
 {
-	return op->kind == OP_WRITE && st->batch_max > 1 && store_pg_keyset_has(&st->held, op->catkey);
+	return op->kind == OP_WRITE && st->batch_max > 1 && (!st->room || cat_busy(st, op));
 }
 
 static bool
@@ -392,7 +448,7 @@ batch_collect(struct store_pg *st, struct pg_op *head)
 			prev = op;
 			continue;
 		}
-		if (!op->solo && op->batchable && !store_pg_held(st, op) && bytes + op->wbytes <= st->batch_bytes &&
+		if (!op->solo && op->batchable && !cat_busy(st, op) && bytes + op->wbytes <= st->batch_bytes &&
 		    !in_list(behind, nbehind, op->catkey)) {
 			unlink_after(st, prev, op);
 			*tail = op;
@@ -447,14 +503,24 @@ batch_collect(struct store_pg *st, struct pg_op *head)
 }
 
 bool
-store_pg_runnable(const struct store_pg *st)
+store_pg_runnable(struct store_pg *st)
 {
 	int scanned = 0;
 
+	store_pg_write_room(st);
 	for (const struct pg_op *op = st->qhead; op != NULL && scanned < STORE_PG_SCAN_MAX; op = op->next, scanned++)
 		if (!store_pg_held(st, op))
 			return true;
 	return false;
+}
+
+static void
+arm_stall(struct store_pg *st)
+{
+	struct timeval tv = {STORE_PG_WRITE_STALL_MS / 1000, (STORE_PG_WRITE_STALL_MS % 1000) * 1000};
+
+	if (!evtimer_pending(st->ev_stall, NULL) && evtimer_add(st->ev_stall, &tv) != 0)
+		log_error("store_pg: cannot arm the write stall timer");
 }
 
 struct pg_op *
@@ -463,7 +529,10 @@ store_pg_take(struct store_pg *st)
 	struct pg_op *prev = NULL, *op = st->qhead;
 	int scanned = 0;
 
+	store_pg_write_room(st);
 	while (op != NULL && store_pg_held(st, op)) {
+		if (!st->room)
+			arm_stall(st);
 		if (++scanned == STORE_PG_SCAN_MAX)
 			return NULL;
 		prev = op;

@@ -40,6 +40,7 @@ struct stats;
 #define STORE_PG_OP_POOL_FREE 1024
 #define STORE_PG_ROWS_KEEP (1024 * 1024) /* larger row arrays are freed after use */
 #define STORE_PG_SCAN_MAX 256 /* queue entries looked at to make one batch */
+#define STORE_PG_WRITE_STALL_MS 20 /* writes in flight this long no longer keep others waiting */
 
 #define STORE_PG_MAGIC 0x50475354u    /* "PGST" */
 #define STORE_PG_OP_MAGIC 0x50474f50u /* "PGOP" */
@@ -150,6 +151,8 @@ struct pg_conn {
 	size_t rows_cap;
 	uint64_t *keys; /* categories (catkey) of the writes it is doing, held in st->held */
 	size_t nkeys, keys_cap;
+	bool write_slot; /* it counts in st->writing */
+	int64_t write_since_ms;
 	int64_t idle_since_ms;
 	char errbuf[256];
 };
@@ -188,6 +191,10 @@ struct store_pg {
 	/* write batching */
 	int batch_max;
 	size_t batch_bytes;
+	int write_slots; /* connections that may write at once */
+	int writing;     /* connections writing (a lone write or a batch) */
+	bool room;       /* a write may take a connection (store_pg_write_room) */
+	struct event *ev_stall;
 	struct pg_keyset held;
 	struct stats *stats;
 };
@@ -224,10 +231,13 @@ void store_pg_reply_error(struct pg_conn *c, struct pg_op *op, const PGresult *r
  * the queued writes of its namespace that can join it, as one OP_BATCH.
  * NULL when nothing can run now. */
 struct pg_op *store_pg_take(struct store_pg *st);
-/* op is a write that must wait: its category is being written. */
+/* op is a write that must wait: its category is being written, or every
+ * write slot is taken. */
 bool store_pg_held(const struct store_pg *st, const struct pg_op *op);
 /* Something queued could run if there were a connection for it. */
-bool store_pg_runnable(const struct store_pg *st);
+bool store_pg_runnable(struct store_pg *st);
+/* Works out st->room, which store_pg_held reads. */
+void store_pg_write_room(struct store_pg *st);
 /* c is about to run op: it holds op's categories until
  * store_pg_keys_release. */
 void store_pg_keys_hold(struct pg_conn *c, const struct pg_op *op);
