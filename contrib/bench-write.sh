@@ -11,14 +11,17 @@
 # category (p99 latency); the embedded store at 16 connections (req/s).
 # Prints every run, then the medians with their ratios and the write batch
 # sizes each case produced (the servers' write_batch_* counters).
-#   contrib/bench-write.sh [rounds] [seconds]
+#   contrib/bench-write.sh [rounds (6)] [seconds (10)]
+# Every run starts after a CHECKPOINT, so one run's dirty pages do not land
+# on the next; an even number of rounds gives off and on the first turn
+# equally often.
 # Ports: PORT (servers, 4 from there, default 25180), PGPORT_BENCH (25434).
 # BENCH_ON_ARGS: more options for the batching servers (to try other caps).
 # The commit flush dominates: run it on a quiet machine (the load average is
 # printed before and after) and compare only numbers from one invocation.
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
-runs=${1:-5}
+runs=${1:-6}
 secs=${2:-10}
 bin=${EVENTODB_BIN:-$top/src/eventodb}
 for tool in wrk pgbench curl python3; do
@@ -83,6 +86,7 @@ wrk_parse() {
 # measure CASE VARIANT CONNS THREADS SCRIPT
 measure() {
 	case_=$1 v=$2 conns=$3 thr=$4 script=$5 port=$(port_of "$2")
+	psql_do -d pgb -c CHECKPOINT >/dev/null
 	before=$(counters "$port")
 	res=$(wrk -t"$thr" -c"$conns" -d"${secs}s" --latency -s "$top/contrib/bench/$script" "http://127.0.0.1:$port" \
 		2>"$dir/wrk.err" | wrk_parse)
@@ -100,6 +104,7 @@ measure() {
 }
 
 pgb() {
+	psql_do -d pgb -c CHECKPOINT >/dev/null
 	tps=$(as_pg "$pgbin/pgbench" -n -h 127.0.0.1 -p "$pgport" -U postgres -c 16 -j 2 -T "$secs" \
 		-f "$dir/write_message.sql" pgb 2>/dev/null | awk '/^tps/ {print $3}')
 	load=$(cut -d' ' -f1 /proc/loadavg)
