@@ -47,6 +47,15 @@ CREATE OR REPLACE FUNCTION {{SCHEMA_NAME}}.write_batch(
 )
 RETURNS TABLE (n integer, "position" bigint, global_position bigint, actual bigint, duplicate boolean)
 LANGUAGE plpgsql VOLATILE
+-- Every look-up here is by an indexed column. The plans are cached per
+-- session, and a plan made while the table was still (nearly) empty would
+-- scan it whole, every call, for as long as the session lives (until the
+-- table is analyzed): that is what a new namespace under load would get.
+-- Ruling sequential scans out makes the one query that has no other way
+-- (the small listeners table) look expensive, which must not make
+-- PostgreSQL compile it (JIT) on every call.
+SET enable_seqscan = off
+SET jit = off
 AS $$
 DECLARE
 	_count integer := coalesce(cardinality(write_batch.ids), 0);
