@@ -611,6 +611,37 @@ class PgOnly:
         self.assertNotIn("deadlock detected", pg.log_tail(200000))
         self.assertEqual(SRV.call("stream.version", a + "-2", token=tok), 0)
 
+    def test_new_namespace_batches_use_the_indexes(self):
+        """The batch function's plans are cached per session from its first calls, when a new
+        namespace's table is empty: they must still be index look-ups once it has grown."""
+        pg = harness.pg_cluster()
+        ns, tok = self.ns()
+        cat = unique("idx")
+        before = stats(SRV)
+
+        def writer(w):
+            for i in range(40):
+                r = SRV.rpc("stream.write", "%s-%d" % (cat, w % 4), msg(i), token=tok)
+                assert r.status == 200, r
+
+        ts = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        d = delta(before, stats(SRV))
+        self.assertGreater(d["write_batches"] - d["write_batch_1"], 20, "too few batches to tell: %r" % d)
+
+        def scans():
+            out = pg.psql("SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+                          " WHERE schemaname = 'eventodb_%s' AND relname = 'messages'" % ns)
+            return [int(x) for x in out.split("|")] if out else [0, 0]
+
+        # an idle backend reports its counters within about ten seconds
+        n = d["write_batches"] - d["write_batch_1"]
+        self.assertTrue(harness.wait_until(lambda: scans()[1] >= n, 20, 0.2), "no statistics: %r" % scans())
+        self.assertLess(scans()[0], 5, "batches scan the whole messages table")
+
     def test_duplicate_not_visible_up_front_is_written_one_by_one(self):
         pg = harness.pg_cluster()
         ns, tok = self.ns()
