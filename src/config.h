@@ -25,6 +25,7 @@ struct config {
 	int64_t idle_timeout;
 	char *db_type;
 	char *db_url;
+	int64_t db_idle_timeout;
 	int64_t db_pool_size;
 	char *listen;
 	char *log_file;
@@ -51,6 +52,8 @@ struct config {
 	char *token;
 	char *user;
 	int64_t workers;
+	int64_t write_batch_bytes;
+	int64_t write_batch_max;
 	int64_t write_ring_size;
 	/* set by parsing: which options were given explicitly (any source) */
 	bool listen_given;

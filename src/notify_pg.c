@@ -5,7 +5,12 @@
  * writes notify, and notifications arrive in commit order. Namespace
  * migration 004 makes write_message_ex call
  *   pg_notify('eventodb', 'w <host> <schema> <position> <gpos> <stream>')
- * when the session carries the GUC eventodb.host; the supervisor puts
+ * when the session carries the GUC eventodb.host, and migration 006's
+ * write_batch sends the same payload once per message it wrote, in global
+ * position order (one per message rather than one per batch: the cost is
+ * per notifying transaction, which batching already shares, and each
+ * payload stays far below PostgreSQL's 8000-byte limit, so this parser
+ * needs no batch format). The supervisor puts
  * "-c eventodb.host=<16 hex>" into PGOPTIONS before fork (notify_pg_setup),
  * so every session of this server carries its random host id. Registry
  * migration 002 notifies namespace creation and deletion the same way

@@ -38,6 +38,17 @@
 	X(latency_us_sum, COUNTER, "total request latency in microseconds (the histogram's sum)")                   \
 	X(db_connections, GAUGE, "open database connections")                                                        \
 	X(db_queue_waiting, GAUGE, "database operations waiting for a connection")                                   \
+	X(write_batches, COUNTER, "write transactions (a lone stream.write is a batch of 1)")                         \
+	X(write_batch_msgs, COUNTER, "stream.writes committed in write batches")                                     \
+	X(write_batch_1, COUNTER, "write transactions of exactly 1 stream.write")                                    \
+	X(write_batch_2, COUNTER, "write transactions of 2 stream.writes")                                           \
+	X(write_batch_le_4, COUNTER, "write transactions of 3 to 4 stream.writes")                                   \
+	X(write_batch_le_8, COUNTER, "write transactions of 5 to 8 stream.writes")                                   \
+	X(write_batch_le_16, COUNTER, "write transactions of 9 to 16 stream.writes")                                 \
+	X(write_batch_le_32, COUNTER, "write transactions of 17 to 32 stream.writes")                                \
+	X(write_batch_le_64, COUNTER, "write transactions of 33 to 64 stream.writes")                                \
+	X(write_batch_gt_64, COUNTER, "write transactions of more than 64 stream.writes")                            \
+	X(write_batch_retries, COUNTER, "write batches that failed as a whole and were written again one by one")    \
 	X(pool_gets, COUNTER, "objects taken from the per-worker pools")                                             \
 	X(pool_misses, COUNTER, "pool gets that had to allocate")                                                    \
 	X(pool_in_use, GAUGE, "pooled objects in use")                                                               \
@@ -68,5 +79,31 @@ struct stats {
 /* RPC requests per method and status class (2xx, 4xx, 5xx). */
 #define RPC_NMETHODS 16
 #define RPC_NCLASSES 3
+
+/* Counts one write transaction of n stream.writes (the stores call it). */
+static inline void
+stats_write_batch(struct stats *st, uint64_t n)
+{
+	if (st == NULL || n == 0)
+		return;
+	st->write_batches++;
+	st->write_batch_msgs += n;
+	if (n == 1)
+		st->write_batch_1++;
+	else if (n == 2)
+		st->write_batch_2++;
+	else if (n <= 4)
+		st->write_batch_le_4++;
+	else if (n <= 8)
+		st->write_batch_le_8++;
+	else if (n <= 16)
+		st->write_batch_le_16++;
+	else if (n <= 32)
+		st->write_batch_le_32++;
+	else if (n <= 64)
+		st->write_batch_le_64++;
+	else
+		st->write_batch_gt_64++;
+}
 
 #endif

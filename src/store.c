@@ -48,7 +48,7 @@ pg_ensure(const struct store_cfg *c, const char *id, const char *token_hash, con
 static struct store *
 pg_open(struct event_base *base, const struct store_cfg *c)
 {
-	return store_pg_open(base, c->url, c->pool_size);
+	return store_pg_open(base, c);
 }
 
 const struct store_backend store_backend_pg = {

@@ -129,7 +129,6 @@ struct store_ops {
 	const char *name; /* "postgres", "sqlite" */
 	void (*close)(struct store *);
 	int (*connections)(struct store *); /* open DB connections now */
-	size_t (*waiting)(struct store *);  /* operations waiting for a connection */
 
 	int (*write)(struct store *, const char *ns, const struct store_write_req *, store_cb, void *);
 	/* by_gpos: filter global_position >= from, else position >= from; always ordered by position */
@@ -170,6 +169,8 @@ struct store {
 	const struct store_ops *ops;
 };
 
+struct stats;
+
 /* Where a backend keeps its data, from the options. */
 struct store_cfg {
 	const char *url;      /* --db-url as given */
@@ -179,6 +180,10 @@ struct store_cfg {
 	 * every namespace create or delete on this server; a store that keeps
 	 * per-namespace handles re-checks them when it moves. NULL: none. */
 	const volatile uint64_t *ns_generation;
+	int idle_timeout_s;   /* --db-idle-timeout: extra connections close after this */
+	int batch_max;        /* --write-batch-max: writes per transaction (1 = no batching) */
+	size_t batch_bytes;   /* --write-batch-bytes */
+	struct stats *stats;  /* the worker's counters (write batches), or NULL */
 };
 
 /* A registered namespace, as the supervisor loads it into the shared table. */
@@ -221,7 +226,7 @@ extern const struct store_backend store_backend_pg;
 const struct store_backend *store_backend_for(const char *url, char *err, size_t errlen);
 
 /* PostgreSQL entry points (also used by tools). */
-struct store *store_pg_open(struct event_base *base, const char *url, int pool_size);
+struct store *store_pg_open(struct event_base *base, const struct store_cfg *cfg);
 int store_pg_migrate(const char *url, char *err, size_t errlen);
 int store_pg_load_namespaces(const char *url, void (*fn)(const struct ns_seed *, void *), void *arg,
                              char *err, size_t errlen);

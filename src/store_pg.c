@@ -13,6 +13,9 @@
  * ran a callback re-checks st->closed before touching a connection again.
  * A store call never runs a callback before it returns (store.h contract):
  * when sending fails synchronously the request goes back to the queue.
+ *
+ * Statement texts are in store_pg_stmt.c, result decoding in
+ * store_pg_reply.c.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -28,147 +31,10 @@
 #include "jsonw.h"
 #include "log.h"
 #include "pool.h"
+#include "stats.h"
 #include "store.h"
 #include "store_pg.h"
-
-/* Tunables; overridable at build time (the tests shorten the waits). */
-#ifndef STORE_PG_QUEUE_MAX
-#define STORE_PG_QUEUE_MAX 4096 /* waiting requests; beyond that calls return -1 (503) */
-#endif
-#ifndef STORE_PG_QUEUE_WAIT_MS
-#define STORE_PG_QUEUE_WAIT_MS 10000 /* longest wait for a free connection */
-#endif
-#ifndef STORE_PG_CONNECT_TIMEOUT_MS
-#define STORE_PG_CONNECT_TIMEOUT_MS 10000
-#endif
-#ifndef STORE_PG_BACKOFF_MIN_MS
-#define STORE_PG_BACKOFF_MIN_MS 100
-#endif
-#ifndef STORE_PG_BACKOFF_MAX_MS
-/* Writes must work again within about a second of the database being
- * back: a reconnect a second per pooled connection is nothing to it. */
-#define STORE_PG_BACKOFF_MAX_MS 1000
-#endif
-#define STORE_PG_MAX_PARAMS 8
-#define STORE_PG_OP_BUF_KEEP 65536 /* larger parameter buffers are not kept in the pool */
-#define STORE_PG_OP_POOL_FREE 1024
-#define STORE_PG_ROWS_KEEP (1024 * 1024) /* larger row arrays are freed after use */
-
-#define STORE_PG_MAGIC 0x50475354u    /* "PGST" */
-#define STORE_PG_OP_MAGIC 0x50474f50u /* "PGOP" */
-
-/* Statement variants. Together with the namespace they identify one SQL
- * text; the store numbers the distinct texts and names them "q<n>". */
-enum pg_variant {
-	V_WRITE,
-	V_STREAM_POS,
-	V_STREAM_GPOS,
-	V_LAST,
-	V_LAST_TYPE,
-	V_VERSION,
-	V_CATEGORY, /* + CAT_* flags: 8 variants */
-	V_STREAMS = V_CATEGORY + 8,
-	V_CATEGORIES,
-	V_IMPORT,
-	V_CLEAR,
-	/* registry-wide, namespace "" */
-	V_NS_LIST,
-	V_NS_INFO,
-	V_NS_DELETE,
-};
-#define CAT_NAME 1
-#define CAT_CORR 2
-#define CAT_GROUP 4
-
-/* How a result is turned into a reply. */
-enum op_kind {
-	OP_WRITE,
-	OP_MSGS,
-	OP_LAST,
-	OP_VERSION,
-	OP_NS_CREATE,
-	OP_NS_DELETE,
-	OP_NS_LIST,
-	OP_NS_INFO,
-	OP_STREAMS,
-	OP_CATS,
-	OP_IMPORT,
-	OP_CLEAR,
-};
-
-struct pg_op {
-	uint32_t magic;
-	struct pg_op *next; /* queue link */
-	enum op_kind kind;
-	int stmt; /* statement index; -1 for ns_create (simple protocol) */
-	int nparams;
-	const char *values[STORE_PG_MAX_PARAMS];
-	char *buf; /* owned copies of the parameters; kept across reuse */
-	size_t bufcap;
-	int64_t deadline_ms; /* queue wait bound */
-	store_cb cb;
-	void *arg;
-	/* import: the caller's records (valid until the callback), to tell
-	 * which one collided */
-	const struct store_import_rec *recs;
-	size_t nrecs;
-};
-
-struct pg_stmt {
-	char *ns; /* "" for registry-wide statements */
-	int variant;
-	int nparams;
-	uint32_t hash;
-	char *sql;
-};
-
-enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
-enum conn_phase { P_NONE, P_PREPARE, P_EXEC, P_CLEANUP };
-
-struct store_pg;
-
-struct pg_conn {
-	struct store_pg *st;
-	int idx;
-	PGconn *pg;
-	enum conn_state state;
-	enum conn_phase phase;
-	struct event *ev_io;    /* one-shot while connecting; persistent EV_READ once up */
-	struct event *ev_wr;    /* EV_WRITE while PQflush has output left */
-	struct event *ev_timer; /* reconnect backoff, connect timeout */
-	bool flushing;
-	bool was_up; /* has been connected before: the next success is a reconnect */
-	bool quiet;  /* failure already logged at warn level */
-	int backoff_ms;
-	struct pg_op *op;  /* in flight */
-	PGresult *res;     /* result kept for the reply */
-	uint8_t *prepared; /* prepared[i]: statement i exists on this connection */
-	size_t prepared_cap;
-	void *rows; /* grow-only row structs handed to callbacks */
-	size_t rows_cap;
-	char errbuf[256];
-};
-
-struct store_pg {
-	struct store base; /* first: struct store * is a struct store_pg * */
-	uint32_t magic;
-	struct event_base *evb;
-	char *url;
-	int npool;
-	struct pg_conn *conns;
-	int nup;             /* connections in CONNECTION_OK */
-	bool connect_failed; /* the latest connect attempt failed */
-	bool closed;
-	int depth;
-	struct pg_op *qhead, *qtail;
-	size_t qlen;
-	struct event *qtimer;
-	struct pg_stmt *stmts;
-	size_t nstmts, stmts_cap;
-	int *slots; /* open addressing over stmts: index + 1, 0 = empty */
-	size_t nslots;
-	uint64_t ops, rejected, reconnects;
-};
+#include "store_pg_int.h"
 
 static const struct store_ops store_pg_ops;
 
@@ -183,6 +49,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg);
 static void on_connect_io(evutil_socket_t fd, short what, void *arg);
 static void conn_lost(struct pg_conn *c, const char *why);
 static void dispatch(struct store_pg *st);
+static void conn_next(struct pg_conn *c);
 static void store_pg_free(struct store_pg *st);
 
 static int64_t
@@ -222,8 +89,8 @@ pg_of(struct store *s)
 /* libpq's (multi-line) message on one line for the log, its lines joined
  * as sentences (store_pg_one_line), copied into c->errbuf so it survives
  * PQfinish and PQclear. */
-static const char *
-conn_errmsg(struct pg_conn *c, const char *msg)
+const char *
+store_pg_conn_errmsg(struct pg_conn *c, const char *msg)
 {
 	store_pg_one_line(msg == NULL || *msg == '\0' ? "unknown error" : msg, c->errbuf, sizeof(c->errbuf));
 	return c->errbuf;
@@ -241,8 +108,8 @@ op_dtor(void *obj)
 	op->bufcap = 0;
 }
 
-static struct pg_op *
-op_get(void)
+struct pg_op *
+store_pg_op_get(void)
 {
 	struct pg_op *op = pool_get(&op_pool);
 
@@ -251,15 +118,21 @@ op_get(void)
 	op->magic = STORE_PG_OP_MAGIC;
 	op->next = NULL;
 	op->nparams = 0;
+	op->lengths = NULL;
+	op->formats = NULL;
 	op->cb = NULL;
 	op->arg = NULL;
 	op->recs = NULL;
 	op->nrecs = 0;
+	op->batchable = false;
+	op->solo = false;
+	op->members = NULL;
+	op->nmembers = 0;
 	return op;
 }
 
-static void
-op_put(struct pg_op *op)
+void
+store_pg_op_put(struct pg_op *op)
 {
 	if (op->magic != STORE_PG_OP_MAGIC) {
 		log_error("store_pg: bad operation object");
@@ -307,28 +180,35 @@ op_params(struct pg_op *op, int n, const char *const *vals)
 
 /* Runs the operation's callback with r; the operation is recycled first so
  * the callback may queue new work freely. */
-static void
-op_complete(struct pg_op *op, const struct store_reply *r)
+void
+store_pg_op_complete(struct pg_op *op, const struct store_reply *r)
 {
 	store_cb cb = op->cb;
 	void *arg = op->arg;
 
-	op_put(op);
+	store_pg_op_put(op);
 	cb(r, arg);
 }
 
-static void
-op_fail(struct pg_op *op, enum store_status status, const char *msg)
+void
+store_pg_op_fail(struct pg_op *op, enum store_status status, const char *msg)
 {
 	struct store_reply r;
 
 	memset(&r, 0, sizeof(r));
 	r.status = status;
 	r.error = msg;
-	op_complete(op, &r);
+	store_pg_op_complete(op, &r);
 }
 
 /* ---- queue ------------------------------------------------------------------ */
+
+void
+store_pg_queue_gauge(struct store_pg *st)
+{
+	if (st->stats != NULL)
+		st->stats->db_queue_waiting = st->qlen;
+}
 
 static void
 queue_arm(struct store_pg *st)
@@ -357,18 +237,20 @@ queue_push(struct store_pg *st, struct pg_op *op)
 		st->qhead = op;
 	st->qtail = op;
 	st->qlen++;
+	store_pg_queue_gauge(st);
 	queue_arm(st);
 }
 
 /* Back to the front: the request keeps its place (and its deadline). */
-static void
-queue_push_front(struct store_pg *st, struct pg_op *op)
+void
+store_pg_queue_push_front(struct store_pg *st, struct pg_op *op)
 {
 	op->next = st->qhead;
 	st->qhead = op;
 	if (st->qtail == NULL)
 		st->qtail = op;
 	st->qlen++;
+	store_pg_queue_gauge(st);
 	queue_arm(st);
 }
 
@@ -383,6 +265,7 @@ queue_pop(struct store_pg *st)
 	if (st->qhead == NULL)
 		st->qtail = NULL;
 	st->qlen--;
+	store_pg_queue_gauge(st);
 	op->next = NULL;
 	return op;
 }
@@ -396,9 +279,10 @@ queue_fail_all(struct store_pg *st, const char *msg)
 
 	st->qhead = st->qtail = NULL;
 	st->qlen = 0;
+	store_pg_queue_gauge(st);
 	for (; op != NULL; op = next) {
 		next = op->next;
-		op_fail(op, ST_UNAVAILABLE, msg);
+		store_pg_op_fail(op, ST_UNAVAILABLE, msg);
 	}
 }
 
@@ -419,268 +303,13 @@ on_queue_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	for (op = expired; op != NULL; op = next) {
 		next = op->next;
-		op_fail(op, ST_UNAVAILABLE, "database busy: no connection became free in time");
+		store_pg_op_fail(op, ST_UNAVAILABLE, "database busy: no connection became free in time");
 	}
 	if (!st->closed)
 		queue_arm(st);
 	leave(st);
 }
 
-/* ---- statements -------------------------------------------------------------- */
-
-/* Creation time in microseconds (registry migration 003; a row an older
- * server wrote has only whole seconds). */
-#define NS_CREATED_US "COALESCE(created_at_us, created_at * 1000000)"
-
-#define MSG_COLS                                                                                                       \
-	"id::text, stream_name, type, \"position\", global_position, data::text, metadata::text, "                     \
-	"(extract(epoch FROM \"time\") * 1000000)::int8"
-
-static uint32_t
-stmt_hash(const char *ns, int variant)
-{
-	uint32_t h = 2166136261u;
-
-	for (const unsigned char *p = (const unsigned char *)ns; *p != '\0'; p++)
-		h = (h ^ *p) * 16777619u;
-	return (h ^ (uint32_t)variant) * 16777619u;
-}
-
-/* The SQL of one statement variant for schema s (quoted); malloc'd. */
-static char *
-stmt_build(int variant, const char *s, int *nparams)
-{
-	char buf[2048];
-	int n = -1;
-
-	switch (variant) {
-	case V_WRITE:
-		*nparams = 6;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT \"position\", global_position, actual"
-		             " FROM %s.write_message_ex($1, $2, $3, $4::jsonb, $5::jsonb, $6::int8)",
-		             s);
-		break;
-	case V_STREAM_POS:
-	case V_STREAM_GPOS:
-		*nparams = 3;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT " MSG_COLS " FROM %s.messages"
-		             " WHERE stream_name = $1 AND %s >= $2::int8"
-		             " ORDER BY \"position\" LIMIT $3::int8",
-		             s, variant == V_STREAM_POS ? "\"position\"" : "global_position");
-		break;
-	case V_LAST:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT " MSG_COLS " FROM %s.messages WHERE stream_name = $1"
-		             " ORDER BY \"position\" DESC LIMIT 1",
-		             s);
-		break;
-	case V_LAST_TYPE:
-		*nparams = 2;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT " MSG_COLS " FROM %s.messages WHERE stream_name = $1 AND type = $2"
-		             " ORDER BY \"position\" DESC LIMIT 1",
-		             s);
-		break;
-	case V_VERSION:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf), "SELECT max(\"position\") FROM %s.messages WHERE stream_name = $1", s);
-		break;
-	case V_STREAMS:
-		/* Literal byte-wise prefix (starts_with, not LIKE) and byte-wise
-		 * keyset order (SPEC D18). */
-		*nparams = 3;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT stream_name, max(\"position\"),"
-		             " (extract(epoch FROM max(\"time\")) * 1000000)::int8"
-		             " FROM %s.messages"
-		             " WHERE ($1::text = '' OR starts_with(stream_name COLLATE \"C\", $1::text))"
-		             " AND stream_name COLLATE \"C\" > $2::text"
-		             " GROUP BY stream_name ORDER BY stream_name COLLATE \"C\" LIMIT $3::int8",
-		             s);
-		break;
-	case V_CATEGORIES:
-		*nparams = 0;
-		n = snprintf(
-		    buf, sizeof(buf),
-		    "SELECT split_part(stream_name, '-', 1) COLLATE \"C\", count(DISTINCT stream_name), count(*)"
-		    " FROM %s.messages GROUP BY 1 ORDER BY 1",
-		    s);
-		break;
-	case V_IMPORT:
-		/*
-		 * One import batch: $1 is a JSON array of {i,s,t,p,g,d,m,u}
-		 * records. The function (namespace migration 005) locks out the
-		 * writes while it inserts and moves the sequence, so no write
-		 * can draw a position of the batch; the batch commits or fails
-		 * as a whole, and the sequence never goes backwards.
-		 */
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf), "SELECT %s.import_batch($1::json)", s);
-		break;
-	case V_CLEAR:
-		/* transactional, and restarts the sequence the table owns */
-		*nparams = 0;
-		n = snprintf(buf, sizeof(buf), "TRUNCATE %s.messages RESTART IDENTITY", s);
-		break;
-	case V_NS_LIST:
-		*nparams = 0;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT id, description, " NS_CREATED_US ", eventodb_store.message_count(schema_name)"
-		             " FROM eventodb_store.namespaces ORDER BY 3 DESC, id");
-		break;
-	case V_NS_INFO:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf),
-		             "SELECT n.id, n.description, " NS_CREATED_US ", s.message_count, s.stream_count,"
-		             " s.last_activity_us FROM eventodb_store.namespaces n"
-		             " CROSS JOIN LATERAL eventodb_store.namespace_stats(n.schema_name) s WHERE n.id = $1");
-		break;
-	case V_NS_DELETE:
-		*nparams = 1;
-		n = snprintf(buf, sizeof(buf), "SELECT eventodb_store.drop_namespace($1)");
-		break;
-	default:
-		if (variant >= V_CATEGORY && variant < V_CATEGORY + 8) {
-			/*
-			 * Params in order: [category] gpos [correlation] [size member]
-			 * limit. A named category is written so that only the
-			 * messages_category index can serve it: with the obvious
-			 * "category = $1 ... ORDER BY global_position", the generic
-			 * plan of a prepared statement walks the primary key and
-			 * filters, which reads the whole table for a rare category.
-			 * (category, global_position) >= ($1, $2) AND category <= $1
-			 * selects exactly category = $1 AND global_position >= $2, and
-			 * ordering by (category, global_position) equals ordering by
-			 * global_position, an order only this index provides.
-			 */
-			int f = variant - V_CATEGORY, k = 1, m;
-			const char *order = "global_position";
-
-			m = snprintf(buf, sizeof(buf), "SELECT " MSG_COLS " FROM %s.messages WHERE ", s);
-			if (f & CAT_NAME) {
-				m += snprintf(buf + m, sizeof(buf) - m,
-				              "(split_part(stream_name, '-', 1), global_position) >= ($1, $2::int8)"
-				              " AND split_part(stream_name, '-', 1) <= $1");
-				order = "split_part(stream_name, '-', 1), global_position";
-				k = 3;
-			} else {
-				m += snprintf(buf + m, sizeof(buf) - m, "global_position >= $1::int8");
-				k = 2;
-			}
-			if (f & CAT_CORR)
-				m += snprintf(buf + m, sizeof(buf) - m,
-				              " AND split_part(metadata->>'correlationStreamName', '-', 1) = $%d", k++);
-			if (f & CAT_GROUP) {
-				m += snprintf(
-				    buf + m, sizeof(buf) - m,
-				    " AND %s.id(stream_name) IS NOT NULL"
-				    " AND mod(abs(%s.hash_64(%s.cardinal_id(stream_name))), $%d::int8) = $%d::int8",
-				    s, s, s, k, k + 1);
-				k += 2;
-			}
-			m += snprintf(buf + m, sizeof(buf) - m, " ORDER BY %s LIMIT $%d::int8", order, k);
-			*nparams = k;
-			n = m;
-		}
-		break;
-	}
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		return NULL;
-	return strdup(buf);
-}
-
-/* Grows every connection's prepared[] to the statement table's capacity, so
- * marking a statement never allocates on the request path. */
-static int
-stmt_grow_conns(struct store_pg *st, size_t cap)
-{
-	for (int i = 0; i < st->npool; i++) {
-		struct pg_conn *c = &st->conns[i];
-		uint8_t *p;
-
-		if (c->prepared_cap >= cap)
-			continue;
-		p = realloc(c->prepared, cap);
-		if (p == NULL)
-			return -1;
-		memset(p + c->prepared_cap, 0, cap - c->prepared_cap);
-		c->prepared = p;
-		c->prepared_cap = cap;
-	}
-	return 0;
-}
-
-static int
-stmt_rehash(struct store_pg *st, size_t nslots)
-{
-	int *slots = calloc(nslots, sizeof(*slots));
-
-	if (slots == NULL)
-		return -1;
-	for (size_t i = 0; i < st->nstmts; i++) {
-		size_t j = st->stmts[i].hash & (nslots - 1);
-
-		while (slots[j] != 0)
-			j = (j + 1) & (nslots - 1);
-		slots[j] = (int)i + 1;
-	}
-	free(st->slots);
-	st->slots = slots;
-	st->nslots = nslots;
-	return 0;
-}
-
-/* Index of the statement (ns, variant), adding it on first use; -1 when out
- * of memory or the namespace id cannot make a schema name. */
-static int
-stmt_get(struct store_pg *st, const char *ns, int variant)
-{
-	uint32_t h = stmt_hash(ns, variant);
-	size_t j = h & (st->nslots - 1);
-	char quoted[STORE_PG_SCHEMA_BUFLEN];
-	struct pg_stmt *sp;
-
-	for (; st->slots[j] != 0; j = (j + 1) & (st->nslots - 1)) {
-		sp = &st->stmts[st->slots[j] - 1];
-		if (sp->hash == h && sp->variant == variant && strcmp(sp->ns, ns) == 0)
-			return st->slots[j] - 1;
-	}
-	/* new statement: keep the table at most half full */
-	if ((st->nstmts + 1) * 2 > st->nslots) {
-		if (stmt_rehash(st, st->nslots * 2) < 0)
-			return -1;
-		return stmt_get(st, ns, variant);
-	}
-	if (st->nstmts == st->stmts_cap) {
-		size_t cap = st->stmts_cap * 2;
-		struct pg_stmt *s = realloc(st->stmts, cap * sizeof(*s));
-
-		if (s == NULL)
-			return -1;
-		st->stmts = s;
-		st->stmts_cap = cap;
-	}
-	if (stmt_grow_conns(st, st->stmts_cap) < 0)
-		return -1;
-	if (store_pg_schema_quoted(ns, quoted, sizeof(quoted)) < 0)
-		return -1;
-	sp = &st->stmts[st->nstmts];
-	memset(sp, 0, sizeof(*sp));
-	sp->ns = strdup(ns);
-	sp->sql = stmt_build(variant, quoted, &sp->nparams);
-	if (sp->ns == NULL || sp->sql == NULL) {
-		free(sp->ns);
-		free(sp->sql);
-		return -1;
-	}
-	sp->variant = variant;
-	sp->hash = h;
-	st->slots[j] = (int)st->nstmts + 1;
-	return (int)st->nstmts++;
-}
 
 /* ---- connections: sending ------------------------------------------------------ */
 
@@ -761,7 +390,7 @@ conn_send_step(struct pg_conn *c)
 		char *sql = ns_create_sql(c, op);
 
 		if (sql == NULL) {
-			conn_errmsg(c, "out of memory building ns.create");
+			store_pg_conn_errmsg(c, "out of memory building ns.create");
 			return -1;
 		}
 		ok = PQsendQuery(c->pg, sql);
@@ -773,15 +402,15 @@ conn_send_step(struct pg_conn *c)
 			ok = PQsendPrepare(c->pg, name, st->stmts[op->stmt].sql, st->stmts[op->stmt].nparams, NULL);
 			c->phase = P_PREPARE;
 		} else {
-			ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->values, NULL, NULL, 0);
+			ok = PQsendQueryPrepared(c->pg, name, op->nparams, op->values, op->lengths, op->formats, 0);
 			c->phase = P_EXEC;
 		}
 	}
 	if (!ok) {
-		conn_errmsg(c, PQerrorMessage(c->pg));
+		store_pg_conn_errmsg(c, PQerrorMessage(c->pg));
 		return -1;
 	}
-	return conn_flush(c) < 0 ? (conn_errmsg(c, PQerrorMessage(c->pg)), -1) : 0;
+	return conn_flush(c) < 0 ? (store_pg_conn_errmsg(c, PQerrorMessage(c->pg)), -1) : 0;
 }
 
 /* Starts op on idle connection c. On a synchronous failure the request goes
@@ -795,7 +424,7 @@ conn_start(struct pg_conn *c, struct pg_op *op)
 	if (conn_send_step(c) == 0)
 		return;
 	c->op = NULL;
-	queue_push_front(c->st, op);
+	store_pg_requeue(c->st, op);
 	conn_lost(c, c->errbuf);
 }
 
@@ -809,13 +438,91 @@ idle_conn(struct store_pg *st)
 	return NULL;
 }
 
+/* Runs what can run on the idle connections. Work that could run but finds
+ * no idle connection asks for another one (on demand, up to the pool
+ * size), from the loop: connecting may fail at once, and a store call
+ * never runs a callback before it returns. */
 static void
 dispatch(struct store_pg *st)
 {
 	struct pg_conn *c;
+	struct pg_op *op;
 
-	while (!st->closed && st->qhead != NULL && (c = idle_conn(st)) != NULL)
-		conn_start(c, queue_pop(st));
+	for (;;) {
+		if (st->closed || st->qhead == NULL)
+			return;
+		if ((c = idle_conn(st)) == NULL)
+			break;
+		if ((op = store_pg_take(st)) == NULL)
+			return;
+		store_pg_keys_hold(c, op);
+		conn_start(c, op);
+	}
+	if (!st->kicking && st->nup + st->nconnecting < st->npool && !st->connect_failed && store_pg_runnable(st))
+		event_active(st->ev_kick, EV_TIMEOUT, 1);
+}
+
+/* Opens connections for the work that is waiting and could run, at most
+ * one per such request and never beyond the pool. */
+static void
+conn_grow(struct store_pg *st)
+{
+	int want = 0, scanned = 0;
+
+	store_pg_write_room(st);
+	for (struct pg_op *op = st->qhead; op != NULL && want < st->npool && scanned < STORE_PG_SCAN_MAX;
+	     op = op->next, scanned++)
+		if (!store_pg_held(st, op))
+			want++;
+	want -= st->nconnecting;
+	for (int i = 0; i < st->npool && want > 0 && !st->closed; i++) {
+		struct pg_conn *c = &st->conns[i];
+
+		if (c->state == C_DOWN && !evtimer_pending(c->ev_timer, NULL)) {
+			conn_connect(c);
+			want--;
+		}
+	}
+}
+
+static void
+on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_pg *st = arg;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	/* requests put back by a lost connection may find an idle one */
+	st->kicking = true;
+	dispatch(st);
+	st->kicking = false;
+	if (!st->closed && !st->connect_failed)
+		conn_grow(st);
+	leave(st);
+}
+
+/* Writes waited for a write slot long enough: look again. */
+static void
+on_stall(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_pg *st = arg;
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	dispatch(st);
+	leave(st);
+}
+
+/* The connection has nothing to do: take the next request, or rest. */
+static void
+conn_idle(struct pg_conn *c)
+{
+	c->state = C_IDLE;
+	c->phase = P_NONE;
+	c->idle_since_ms = now_ms();
+	dispatch(c->st);
 }
 
 /* ---- connections: life cycle ---------------------------------------------------- */
@@ -834,6 +541,8 @@ conn_close(struct pg_conn *c)
 	}
 	if (c->state == C_IDLE || c->state == C_BUSY)
 		st->nup--;
+	else if (c->state == C_CONNECTING)
+		st->nconnecting--;
 	c->state = C_DOWN;
 	c->phase = P_NONE;
 	c->flushing = false;
@@ -858,23 +567,40 @@ conn_backoff(struct pg_conn *c)
 }
 
 /* The connection broke: fail what was in flight on it (the outcome of a
- * write is unknown, so it is not retried), close it, retry later. */
+ * write is unknown, so it is not retried), close it, retry later. Writes
+ * of a failed batch that were still to be written one by one never
+ * reached the database: they go back to the front of the queue. */
 static void
 conn_lost(struct pg_conn *c, const char *why)
 {
 	struct store_pg *st = c->st;
-	struct pg_op *op = c->op;
+	struct pg_op *op = c->op, *retry = c->retry;
 
 	log_warn("database connection %d lost: %s", c->idx, why);
 	c->op = NULL;
+	c->retry = NULL;
 	PQclear(c->res);
 	c->res = NULL;
 	conn_close(c);
+	store_pg_keys_release(c);
 	c->quiet = false;
 	if (!st->closed)
 		conn_backoff(c);
+	while (retry != NULL) {
+		struct pg_op *m = retry, *last = NULL;
+
+		for (; m->next != NULL; last = m, m = m->next)
+			;
+		if (last != NULL)
+			last->next = NULL;
+		else
+			retry = NULL;
+		store_pg_queue_push_front(st, m);
+	}
 	if (op != NULL)
-		op_fail(op, ST_UNAVAILABLE, "database connection lost");
+		store_pg_fail_all(op, ST_UNAVAILABLE, "database connection lost");
+	if (!st->closed && st->qhead != NULL)
+		event_active(st->ev_kick, EV_TIMEOUT, 1);
 }
 
 static void
@@ -922,10 +648,9 @@ conn_connected(struct pg_conn *c)
 	}
 	/* a new session has no prepared statements */
 	memset(c->prepared, 0, c->prepared_cap);
-	c->state = C_IDLE;
-	c->phase = P_NONE;
 	c->backoff_ms = 0;
 	c->quiet = false;
+	st->nconnecting--;
 	st->nup++;
 	st->connect_failed = false;
 	if (c->was_up) {
@@ -933,7 +658,7 @@ conn_connected(struct pg_conn *c)
 		log_info("database connection %d re-established", c->idx);
 	}
 	c->was_up = true;
-	dispatch(st);
+	conn_idle(c);
 }
 
 /* Waits for what PQconnectPoll asked for, on the socket it has now (libpq
@@ -981,6 +706,7 @@ conn_connect(struct pg_conn *c)
 		return;
 	}
 	c->state = C_CONNECTING;
+	st->nconnecting++;
 	if (PQstatus(c->pg) == CONNECTION_BAD) {
 		conn_connect_failed(c, PQerrorMessage(c->pg));
 		return;
@@ -1015,7 +741,9 @@ on_conn_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	enter(st);
 	if (!st->closed) {
-		if (c->state == C_DOWN)
+		/* the first connection always comes back; the others when
+		 * there is work for them */
+		if (c->state == C_DOWN && (c->idx == 0 || st->qhead != NULL))
 			conn_connect(c);
 		else if (c->state == C_CONNECTING)
 			conn_connect_failed(c, "connection timed out");
@@ -1025,14 +753,6 @@ on_conn_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- connections: results ----------------------------------------------------------- */
 
-static bool
-is_error(const PGresult *r)
-{
-	ExecStatusType s = PQresultStatus(r);
-
-	return s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_EMPTY_QUERY;
-}
-
 /* A multi-statement query yields one result per statement: keep the first
  * error, or else the last result. */
 static void
@@ -1040,256 +760,11 @@ conn_keep_result(struct pg_conn *c, PGresult *r)
 {
 	if (c->res == NULL) {
 		c->res = r;
-	} else if (is_error(c->res)) {
+	} else if (store_pg_is_error(c->res)) {
 		PQclear(r);
 	} else {
 		PQclear(c->res);
 		c->res = r;
-	}
-}
-
-static void *
-conn_rows(struct pg_conn *c, size_t bytes)
-{
-	if (bytes > c->rows_cap) {
-		size_t cap = c->rows_cap * 2;
-		void *p;
-
-		if (cap < bytes)
-			cap = bytes;
-		p = realloc(c->rows, cap);
-		if (p == NULL)
-			return NULL;
-		c->rows = p;
-		c->rows_cap = cap;
-	}
-	return c->rows;
-}
-
-static int64_t
-val_i64(const PGresult *r, int row, int col)
-{
-	return strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static const char *
-val_str(const PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
-}
-
-static bool
-state_is(const char *sqlstate, const char *want)
-{
-	return strcmp(sqlstate, want) == 0;
-}
-
-/*
- * Which record of an import batch hit a unique index, from the detail
- * ("Key (global_position)=(47) already exists.", "Key (id)=(...)" or
- * "Key (stream_name, \"position\")=(s, 0)"): its global position goes into
- * the reply, as the reference (which inserts row by row) reports it.
- */
-static void
-import_conflict(const struct pg_op *op, const char *detail, struct store_reply *rep)
-{
-	static const char gp[] = "Key (global_position)=(", id[] = "Key (id)=(";
-	char want[64];
-
-	rep->status = ST_POS_EXISTS;
-	if (detail == NULL)
-		return;
-	if (strncmp(detail, gp, sizeof(gp) - 1) == 0) {
-		rep->has_value = true;
-		rep->value = strtoll(detail + sizeof(gp) - 1, NULL, 10);
-		return;
-	}
-	for (size_t i = 0; i < op->nrecs; i++) {
-		const struct store_import_rec *rec = &op->recs[i];
-		bool hit;
-
-		if (strncmp(detail, id, sizeof(id) - 1) == 0) {
-			hit = strncmp(detail + sizeof(id) - 1, rec->id, strlen(rec->id)) == 0;
-		} else {
-			/* ...)=(<stream>, <position>) already exists. */
-			const char *p = strstr(detail, ")=(");
-			size_t sl = strlen(rec->stream);
-
-			snprintf(want, sizeof(want), ", %" PRId64 ") already exists", rec->position);
-			hit = p != NULL && strncmp(p + 3, rec->stream, sl) == 0 && strncmp(p + 3 + sl, want, strlen(want)) == 0;
-		}
-		if (hit) {
-			rep->has_value = true;
-			rep->value = rec->global_position;
-			return;
-		}
-	}
-}
-
-/* Maps a failed result. *stale is set when the failure means the schema
- * behind a prepared statement is gone, so the statement must be dropped. */
-static void
-reply_error(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep, bool *stale)
-{
-	const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-	bool ns_scoped = op->stmt >= 0 && c->st->stmts[op->stmt].ns[0] != '\0';
-
-	if (code == NULL)
-		code = "";
-	rep->error = msg != NULL ? msg : conn_errmsg(c, PQresultErrorMessage(r));
-	rep->status = ST_ERROR;
-	if (ns_scoped && (state_is(code, "3F000") || state_is(code, "42P01") || state_is(code, "42883"))) {
-		/* invalid_schema_name, undefined_table, undefined_function */
-		rep->status = ST_NS_NOT_FOUND;
-		*stale = c->phase == P_EXEC;
-	} else if (state_is(code, "23505")) {
-		const char *cons = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-
-		if (op->kind == OP_NS_CREATE)
-			rep->status = ST_NS_EXISTS;
-		else if (op->kind == OP_WRITE && cons != NULL && strcmp(cons, "messages_id") == 0)
-			rep->status = ST_MSG_EXISTS;
-		else if (op->kind == OP_IMPORT)
-			import_conflict(op, PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL), rep);
-	} else if (state_is(code, "42P06") && op->kind == OP_NS_CREATE) {
-		/* duplicate_schema: storage left behind without a registry row */
-		rep->status = ST_NS_EXISTS;
-	} else if (strncmp(code, "08", 2) == 0 || strncmp(code, "57P", 3) == 0 || state_is(code, "53300")) {
-		/* connection exceptions, shutdown/termination, too many connections */
-		rep->status = ST_UNAVAILABLE;
-	}
-}
-
-static void
-reply_msgs(struct pg_conn *c, const PGresult *r, struct store_reply *rep)
-{
-	int n = PQntuples(r);
-	struct store_msg *m = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*m));
-
-	if (m == NULL) {
-		rep->status = ST_ERROR;
-		rep->error = "out of memory";
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		m[i].id = PQgetvalue(r, i, 0);
-		m[i].stream = PQgetvalue(r, i, 1);
-		m[i].stream_len = (size_t)PQgetlength(r, i, 1);
-		m[i].type = PQgetvalue(r, i, 2);
-		m[i].position = val_i64(r, i, 3);
-		m[i].global_position = val_i64(r, i, 4);
-		m[i].data = val_str(r, i, 5);
-		m[i].metadata = val_str(r, i, 6);
-		m[i].time_us = val_i64(r, i, 7);
-	}
-	rep->nrows = (size_t)n;
-	rep->msgs = m;
-}
-
-static void
-reply_ok(struct pg_conn *c, struct pg_op *op, const PGresult *r, struct store_reply *rep)
-{
-	int n = PQntuples(r);
-
-	rep->status = ST_OK;
-	switch (op->kind) {
-	case OP_WRITE:
-		if (n != 1) {
-			rep->status = ST_ERROR;
-			rep->error = "write_message_ex returned no row";
-		} else if (PQgetisnull(r, 0, 0)) {
-			rep->status = ST_CONFLICT;
-			rep->actual_version = val_i64(r, 0, 2);
-		} else {
-			rep->position = val_i64(r, 0, 0);
-			rep->global_position = val_i64(r, 0, 1);
-		}
-		break;
-	case OP_MSGS:
-	case OP_LAST:
-		reply_msgs(c, r, rep);
-		break;
-	case OP_VERSION:
-		rep->has_value = n == 1 && !PQgetisnull(r, 0, 0);
-		if (rep->has_value)
-			rep->value = val_i64(r, 0, 0);
-		break;
-	case OP_NS_CREATE:
-	case OP_IMPORT:
-	case OP_CLEAR:
-		break;
-	case OP_NS_DELETE:
-		if (n != 1 || PQgetisnull(r, 0, 0)) {
-			rep->status = ST_NS_NOT_FOUND;
-		} else {
-			rep->has_value = true;
-			rep->value = val_i64(r, 0, 0);
-		}
-		break;
-	case OP_NS_LIST:
-	case OP_NS_INFO: {
-		struct store_ns_row *ns = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*ns));
-
-		if (ns == NULL) {
-			rep->status = ST_ERROR;
-			rep->error = "out of memory";
-			break;
-		}
-		if (op->kind == OP_NS_INFO && n == 0) {
-			rep->status = ST_NS_NOT_FOUND;
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			memset(&ns[i], 0, sizeof(ns[i]));
-			ns[i].id = PQgetvalue(r, i, 0);
-			ns[i].description = PQgetvalue(r, i, 1); /* "" for NULL */
-			ns[i].created_at_us = val_i64(r, i, 2);
-			ns[i].message_count = val_i64(r, i, 3);
-			if (op->kind == OP_NS_INFO) {
-				ns[i].stream_count = val_i64(r, i, 4);
-				ns[i].has_last_activity = !PQgetisnull(r, i, 5);
-				ns[i].last_activity_us = val_i64(r, i, 5);
-			}
-		}
-		rep->nrows = (size_t)n;
-		rep->nss = ns;
-		break;
-	}
-	case OP_STREAMS: {
-		struct store_stream_row *s = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*s));
-
-		if (s == NULL) {
-			rep->status = ST_ERROR;
-			rep->error = "out of memory";
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			s[i].stream = PQgetvalue(r, i, 0);
-			s[i].version = val_i64(r, i, 1);
-			s[i].last_activity_us = val_i64(r, i, 2);
-		}
-		rep->nrows = (size_t)n;
-		rep->streams = s;
-		break;
-	}
-	case OP_CATS: {
-		struct store_cat_row *k = conn_rows(c, (size_t)(n > 0 ? n : 1) * sizeof(*k));
-
-		if (k == NULL) {
-			rep->status = ST_ERROR;
-			rep->error = "out of memory";
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			k[i].category = PQgetvalue(r, i, 0);
-			k[i].stream_count = val_i64(r, i, 1);
-			k[i].message_count = val_i64(r, i, 2);
-		}
-		rep->nrows = (size_t)n;
-		rep->cats = k;
-		break;
-	}
 	}
 }
 
@@ -1312,14 +787,37 @@ conn_after_op(struct pg_conn *c, int stale_stmt)
 		c->prepared[stale_stmt] = 0;
 	}
 	if (n == 0) {
-		c->state = C_IDLE;
-		c->phase = P_NONE;
-		dispatch(c->st);
+		conn_next(c);
 		return;
 	}
 	c->phase = P_CLEANUP;
 	if (!PQsendQuery(c->pg, sql) || conn_flush(c) < 0)
-		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
+}
+
+/* The session is clean: write the next message of a failed batch, or take
+ * the next request. */
+static void
+conn_next(struct pg_conn *c)
+{
+	struct pg_op *op = c->retry;
+
+	if (op == NULL) {
+		store_pg_keys_release(c);
+		conn_idle(c);
+		return;
+	}
+	c->retry = op->next;
+	op->next = NULL;
+	c->op = op;
+	c->phase = P_NONE;
+	if (conn_send_step(c) == 0)
+		return;
+	/* never sent: back to the queue, before the rest (conn_lost puts
+	 * those back first) */
+	c->op = NULL;
+	conn_lost(c, c->errbuf);
+	store_pg_queue_push_front(c->st, op);
 }
 
 /* The current command has delivered all its results. */
@@ -1336,16 +834,14 @@ conn_command_done(struct pg_conn *c)
 	c->res = NULL;
 	if (c->phase == P_CLEANUP) {
 		PQclear(r);
-		c->state = C_IDLE;
-		c->phase = P_NONE;
-		dispatch(st);
+		conn_next(c);
 		return;
 	}
 	if (c->phase == P_PREPARE && r != NULL) {
 		const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
 		/* 42P05: the session already has it (our cache lost track) */
-		if (!is_error(r) || (code != NULL && strcmp(code, "42P05") == 0)) {
+		if (!store_pg_is_error(r) || (code != NULL && strcmp(code, "42P05") == 0)) {
 			PQclear(r);
 			c->prepared[op->stmt] = 1;
 			if (conn_send_step(c) < 0)
@@ -1353,21 +849,34 @@ conn_command_done(struct pg_conn *c)
 			return;
 		}
 	}
+	/* the connection stays BUSY during the callbacks: nested requests
+	 * queue or go to other connections, never to this one */
+	c->op = NULL;
+	if (op->kind == OP_BATCH) {
+		stale_stmt = store_pg_batch_done(c, op, r);
+		PQclear(r);
+		goto after;
+	}
 	memset(&rep, 0, sizeof(rep));
 	if (r == NULL) {
 		rep.status = ST_ERROR;
 		rep.error = "no result from the database";
-	} else if (is_error(r)) {
-		reply_error(c, op, r, &rep, &stale);
+	} else if (store_pg_is_error(r)) {
+		store_pg_reply_error(c, op, r, &rep, &stale);
 	} else {
-		reply_ok(c, op, r, &rep);
+		store_pg_reply_ok(c, op, r, &rep);
 	}
 	stale_stmt = stale ? op->stmt : -1;
-	c->op = NULL;
-	/* the connection stays BUSY during the callback: nested requests
-	 * queue or go to other connections, never to this one */
-	op_complete(op, &rep);
+	if (op->kind == OP_WRITE) {
+		if (rep.status == ST_OK || rep.status == ST_CONFLICT || rep.status == ST_MSG_EXISTS)
+			stats_write_batch(st->stats, 1);
+		/* its category is free before anyone hears of the commit */
+		if (c->retry == NULL)
+			store_pg_keys_release(c);
+	}
+	store_pg_op_complete(op, &rep);
 	PQclear(r);
+after:
 	if (st->closed || c->state != C_BUSY)
 		return;
 	/* an unlimited read must not pin its row array for the life of the
@@ -1397,7 +906,7 @@ conn_collect(struct pg_conn *c)
 		if (PQstatus(c->pg) == CONNECTION_BAD) {
 			const char *why = c->res != NULL ? PQresultErrorField(c->res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
-			conn_lost(c, conn_errmsg(c, why != NULL ? why : PQerrorMessage(c->pg)));
+			conn_lost(c, store_pg_conn_errmsg(c, why != NULL ? why : PQerrorMessage(c->pg)));
 			return;
 		}
 		conn_command_done(c);
@@ -1417,7 +926,7 @@ on_read(evutil_socket_t fd, short what, void *arg)
 	if (st->closed || c->pg == NULL)
 		goto out;
 	if (!PQconsumeInput(c->pg)) {
-		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 		goto out;
 	}
 	while ((nt = PQnotifies(c->pg)) != NULL)
@@ -1425,13 +934,13 @@ on_read(evutil_socket_t fd, short what, void *arg)
 	if (c->state == C_BUSY) {
 		/* libpq may need the input drained before it can send more */
 		if (c->flushing && conn_flush(c) < 0) {
-			conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+			conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 			goto out;
 		}
 		conn_collect(c);
 	} else if (PQstatus(c->pg) == CONNECTION_BAD) {
 		/* an idle connection only gets data when the server goes away */
-		conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+		conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 	}
 out:
 	leave(st);
@@ -1448,7 +957,7 @@ on_write(evutil_socket_t fd, short what, void *arg)
 	enter(st);
 	if (!st->closed && c->state == C_BUSY && c->flushing) {
 		if (conn_flush(c) < 0)
-			conn_lost(c, conn_errmsg(c, PQerrorMessage(c->pg)));
+			conn_lost(c, store_pg_conn_errmsg(c, PQerrorMessage(c->pg)));
 		else
 			conn_collect(c);
 	}
@@ -1468,13 +977,13 @@ submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int 
 
 	if (st->closed || st->qlen >= STORE_PG_QUEUE_MAX || (st->nup == 0 && st->connect_failed))
 		goto reject;
-	if (kind != OP_NS_CREATE && (stmt = stmt_get(st, ns, variant)) < 0)
+	if (kind != OP_NS_CREATE && (stmt = store_pg_stmt_get(st, ns, variant)) < 0)
 		goto reject;
-	op = op_get();
+	op = store_pg_op_get();
 	if (op == NULL)
 		goto reject;
 	if (op_params(op, n, vals) < 0) {
-		op_put(op);
+		store_pg_op_put(op);
 		goto reject;
 	}
 	op->kind = kind;
@@ -1482,6 +991,8 @@ submit(struct store_pg *st, enum op_kind kind, const char *ns, int variant, int 
 	op->cb = cb;
 	op->arg = arg;
 	op->deadline_ms = now_ms() + STORE_PG_QUEUE_WAIT_MS;
+	if (kind == OP_WRITE)
+		store_pg_write_prepare(op);
 	st->ops++;
 	enter(st);
 	queue_push(st, op);
@@ -1630,7 +1141,7 @@ pg_import(struct store *s, const char *ns, const struct store_import_rec *recs, 
 	if (st->closed || st->qlen >= STORE_PG_QUEUE_MAX || (st->nup == 0 && st->connect_failed) || n == 0 ||
 	    n > STORE_IMPORT_MAX)
 		goto reject;
-	if ((stmt = stmt_get(st, ns, V_IMPORT)) < 0 || (b = evbuffer_new()) == NULL)
+	if ((stmt = store_pg_stmt_get(st, ns, V_IMPORT)) < 0 || (b = evbuffer_new()) == NULL)
 		goto reject;
 	jw_lit(b, "[");
 	for (size_t i = 0; i < n; i++) {
@@ -1671,7 +1182,7 @@ pg_import(struct store *s, const char *ns, const struct store_import_rec *recs, 
 	}
 	evbuffer_free(b);
 	text[len] = '\0';
-	if ((op = op_get()) == NULL)
+	if ((op = store_pg_op_get()) == NULL)
 		goto reject;
 	/* the text becomes the operation's parameter buffer (op_put frees a
 	 * buffer this large instead of keeping it) */
@@ -1711,12 +1222,6 @@ pg_connections(struct store *s)
 	return pg_of(s)->nup;
 }
 
-static size_t
-pg_waiting(struct store *s)
-{
-	return pg_of(s)->qlen;
-}
-
 void
 store_pg_get_stats(struct store *s, struct store_pg_stats *out)
 {
@@ -1744,6 +1249,7 @@ store_pg_free(struct store_pg *st)
 			event_free(c->ev_timer);
 		free(c->prepared);
 		free(c->rows);
+		free(c->keys);
 	}
 	free(st->conns);
 	for (size_t i = 0; i < st->nstmts; i++) {
@@ -1754,6 +1260,13 @@ store_pg_free(struct store_pg *st)
 	free(st->slots);
 	if (st->qtimer != NULL)
 		event_free(st->qtimer);
+	if (st->ev_sweep != NULL)
+		event_free(st->ev_sweep);
+	if (st->ev_kick != NULL)
+		event_free(st->ev_kick);
+	if (st->ev_stall != NULL)
+		event_free(st->ev_stall);
+	store_pg_keyset_free(&st->held);
 	free(st->url);
 	st->magic = 0;
 	free(st);
@@ -1770,17 +1283,27 @@ pg_close(struct store *s)
 	enter(st);
 	for (int i = 0; i < st->npool; i++) {
 		struct pg_conn *c = &st->conns[i];
-		struct pg_op *op = c->op;
+		struct pg_op *op = c->op, *m = c->retry, *next;
 
 		c->op = NULL;
+		c->retry = NULL;
 		PQclear(c->res);
 		c->res = NULL;
 		conn_close(c);
+		store_pg_keys_release(c);
 		if (op != NULL)
-			op_fail(op, ST_UNAVAILABLE, "store closed");
+			store_pg_fail_all(op, ST_UNAVAILABLE, "store closed");
+		for (; m != NULL; m = next) {
+			next = m->next;
+			m->next = NULL;
+			store_pg_op_fail(m, ST_UNAVAILABLE, "store closed");
+		}
 	}
 	queue_fail_all(st, "store closed");
 	event_del(st->qtimer);
+	event_del(st->ev_sweep);
+	event_del(st->ev_kick);
+	event_del(st->ev_stall);
 	leave(st);
 }
 
@@ -1788,7 +1311,6 @@ static const struct store_ops store_pg_ops = {
     .name = "postgres",
     .close = pg_close,
     .connections = pg_connections,
-    .waiting = pg_waiting,
     .write = pg_write,
     .get_stream = pg_get_stream,
     .get_last = pg_get_last,
@@ -1804,10 +1326,35 @@ static const struct store_ops store_pg_ops = {
     .clear = pg_clear,
 };
 
-struct store *
-store_pg_open(struct event_base *base, const char *url, int pool_size)
+/* Extra connections (all but the first) idle for idle_ms close. */
+static void
+on_sweep(evutil_socket_t fd, short what, void *arg)
 {
+	struct store_pg *st = arg;
+	int64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	enter(st);
+	for (int i = 1; i < st->npool && !st->closed; i++) {
+		struct pg_conn *c = &st->conns[i];
+
+		if (c->state == C_IDLE && now - c->idle_since_ms >= st->idle_ms) {
+			log_debug("database connection %d idle for %d s: closing it", c->idx, st->idle_ms / 1000);
+			conn_close(c);
+			c->was_up = false; /* opening it again is no reconnect */
+		}
+	}
+	leave(st);
+}
+
+struct store *
+store_pg_open(struct event_base *base, const struct store_cfg *cfg)
+{
+	struct timeval sweep = {1, 0};
 	struct store_pg *st;
+	const char *url = cfg != NULL ? cfg->url : NULL;
+	int pool_size = cfg != NULL ? cfg->pool_size : 0;
 
 	if (pool_size < 1 || base == NULL || url == NULL)
 		return NULL;
@@ -1822,6 +1369,11 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 	st->magic = STORE_PG_MAGIC;
 	st->evb = base;
 	st->npool = pool_size;
+	st->idle_ms = (cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 60) * 1000;
+	st->batch_max = cfg->batch_max > 1 ? cfg->batch_max : 1;
+	st->batch_bytes = cfg->batch_bytes > 0 ? cfg->batch_bytes : 1024 * 1024;
+	st->write_slots = pool_size / 2 > 1 ? pool_size / 2 : 1;
+	st->stats = cfg->stats;
 	st->url = strdup(url);
 	st->conns = calloc((size_t)pool_size, sizeof(*st->conns));
 	st->stmts_cap = 64;
@@ -1829,7 +1381,11 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 	st->nslots = 128;
 	st->slots = calloc(st->nslots, sizeof(*st->slots));
 	st->qtimer = evtimer_new(base, on_queue_timer, st);
-	if (st->url == NULL || st->conns == NULL || st->stmts == NULL || st->slots == NULL || st->qtimer == NULL)
+	st->ev_sweep = event_new(base, -1, EV_PERSIST, on_sweep, st);
+	st->ev_kick = event_new(base, -1, 0, on_kick, st);
+	st->ev_stall = evtimer_new(base, on_stall, st);
+	if (st->url == NULL || st->conns == NULL || st->stmts == NULL || st->slots == NULL || st->qtimer == NULL ||
+	    st->ev_sweep == NULL || st->ev_kick == NULL || st->ev_stall == NULL || event_add(st->ev_sweep, &sweep) != 0)
 		goto fail;
 	for (int i = 0; i < pool_size; i++) {
 		struct pg_conn *c = &st->conns[i];
@@ -1845,11 +1401,11 @@ store_pg_open(struct event_base *base, const char *url, int pool_size)
 		if (c->ev_io == NULL || c->ev_wr == NULL || c->ev_timer == NULL || c->rows == NULL)
 			goto fail;
 	}
-	if (stmt_grow_conns(st, st->stmts_cap) < 0)
+	if (store_pg_stmt_grow_conns(st, st->stmts_cap) < 0)
 		goto fail;
+	/* one connection now; the others when work waits for one */
 	enter(st);
-	for (int i = 0; i < pool_size; i++)
-		conn_connect(&st->conns[i]);
+	conn_connect(&st->conns[0]);
 	leave(st);
 	return &st->base;
 fail:

@@ -575,6 +575,9 @@ run(struct config *cfg)
 	h.scfg.url = cfg->db_url;
 	h.scfg.data_dir = cfg->data_dir;
 	h.scfg.pool_size = (int)cfg->db_pool_size;
+	h.scfg.idle_timeout_s = (int)cfg->db_idle_timeout;
+	h.scfg.batch_max = (int)cfg->write_batch_max;
+	h.scfg.batch_bytes = (size_t)cfg->write_batch_bytes;
 	h.nworkers = cfg->workers > 0 ? (uint32_t)cfg->workers : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
 	if (h.nworkers < 1)
 		h.nworkers = 1;

@@ -63,7 +63,6 @@ worker_publish_stats(struct worker *w)
 	w->me->st.http_accepted = hs.accepted;
 	w->me->st.http_refused = hs.refused;
 	w->me->st.http_accept_pauses = hs.accept_pauses;
-	w->me->st.db_queue_waiting = w->store->ops->waiting != NULL ? w->store->ops->waiting(w->store) : 0;
 }
 
 /* Periodic: publish gauges; when draining, exit once nothing is in flight. */
@@ -125,6 +124,7 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
             struct shm *shm, uint32_t slot, int listen_fd, int admin_fd)
 {
 	struct worker wk, *w = &wk;
+	struct store_cfg scfg_own;
 	struct event *ticker;
 	struct timeval one_sec = {1, 0};
 	char name[16];
@@ -158,7 +158,9 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	pool_init(&w->ctx_pool, "rpc_ctx", sizeof(struct rpc_ctx), 1024, NULL);
 	pool_init(&w->resp_pool, "resp", sizeof(struct resp), 1024, resp_free);
 
-	w->store = backend->open(w->base, scfg);
+	scfg_own = *scfg;
+	scfg_own.stats = &w->me->st;
+	w->store = backend->open(w->base, &scfg_own);
 	if (w->store == NULL) {
 		log_error("worker %u: cannot set up the store", slot + 1);
 		return 2;

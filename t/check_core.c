@@ -17,6 +17,8 @@
 #include "pool.h"
 #include "rpc.h"
 #include "shm.h"
+#include "stats.h"
+#include "store_pg_int.h"
 
 static char *
 drain_str(struct evbuffer *b)
@@ -158,6 +160,9 @@ START_TEST(test_config_forms)
 	ck_assert_int_eq(cfg.max_body, 2 * 1024 * 1024);
 	ck_assert_int_eq(cfg.db_pool_size, 4);
 	ck_assert_str_eq(cfg.log_level, "info");
+	ck_assert_int_eq(cfg.write_batch_max, 64);
+	ck_assert_int_eq(cfg.write_batch_bytes, 1024 * 1024);
+	ck_assert_int_eq(cfg.db_idle_timeout, 60);
 	config_free(&cfg);
 }
 END_TEST
@@ -662,6 +667,73 @@ START_TEST(test_log_long_message)
 }
 END_TEST
 
+/* The store's set of categories being written, against a plain array of
+ * counts: keys that share slots, growth, and deletion in any order (the
+ * backward shift must keep every other key findable). */
+START_TEST(test_pg_keyset)
+{
+	enum { NKEYS = 300 };
+	struct pg_keyset ks;
+	uint64_t keys[NKEYS];
+	int count[NKEYS];
+	unsigned seed = 12345;
+
+	memset(&ks, 0, sizeof(ks));
+	for (int i = 0; i < NKEYS; i++) {
+		/* many share the low bits, so they share home slots */
+		keys[i] = i < NKEYS / 2 ? ((uint64_t)(i + 1) << 40) : (uint64_t)(i + 1) * 0x9e3779b97f4a7c15u;
+		count[i] = 0;
+	}
+	for (int step = 0; step < 20000; step++) {
+		int i;
+
+		seed = seed * 1103515245u + 12345u;
+		i = (int)((seed >> 8) % NKEYS);
+		if ((seed >> 4) % 3 != 0) {
+			ck_assert(store_pg_keyset_add(&ks, keys[i]));
+			count[i]++;
+		} else {
+			store_pg_keyset_del(&ks, keys[i]);
+			if (count[i] > 0)
+				count[i]--;
+		}
+		if (step % 997 == 0 || step == 19999)
+			for (int k = 0; k < NKEYS; k++)
+				ck_assert_msg(store_pg_keyset_has(&ks, keys[k]) == (count[k] > 0), "key %d at step %d", k, step);
+	}
+	for (int k = 0; k < NKEYS; k++)
+		while (count[k]-- > 0)
+			store_pg_keyset_del(&ks, keys[k]);
+	ck_assert_uint_eq(ks.used, 0);
+	for (int k = 0; k < NKEYS; k++)
+		ck_assert(!store_pg_keyset_has(&ks, keys[k]));
+	store_pg_keyset_free(&ks);
+}
+END_TEST
+
+START_TEST(test_stats_write_batch)
+{
+	struct stats st;
+	uint64_t sizes[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 1000};
+
+	memset(&st, 0, sizeof(st));
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		stats_write_batch(&st, sizes[i]);
+	stats_write_batch(&st, 0);
+	stats_write_batch(NULL, 3);
+	ck_assert_uint_eq(st.write_batches, 14);
+	ck_assert_uint_eq(st.write_batch_msgs, 1 + 2 + 3 + 4 + 5 + 8 + 9 + 16 + 17 + 32 + 33 + 64 + 65 + 1000);
+	ck_assert_uint_eq(st.write_batch_1, 1);
+	ck_assert_uint_eq(st.write_batch_2, 1);
+	ck_assert_uint_eq(st.write_batch_le_4, 2);
+	ck_assert_uint_eq(st.write_batch_le_8, 2);
+	ck_assert_uint_eq(st.write_batch_le_16, 2);
+	ck_assert_uint_eq(st.write_batch_le_32, 2);
+	ck_assert_uint_eq(st.write_batch_le_64, 2);
+	ck_assert_uint_eq(st.write_batch_gt_64, 2);
+}
+END_TEST
+
 static Suite *
 core_suite(void)
 {
@@ -696,6 +768,10 @@ core_suite(void)
 	tc = tcase_create("log");
 	tcase_add_test(tc, test_log_escaping);
 	tcase_add_test(tc, test_log_long_message);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("batch");
+	tcase_add_test(tc, test_pg_keyset);
+	tcase_add_test(tc, test_stats_write_batch);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -804,6 +804,28 @@ class Server:
 # ---------------------------------------------------------------------------
 
 
+
+_LOG_PREFIX = re.compile(r"^\S+ \[\d+\] ")
+
+
+def collapse_repeats(text):
+    """A server log with each run of lines that differ only in time and pid cut to its first
+    line and a count, so that a failure's log shows what led up to a flood of one error."""
+    out, prev, n = [], None, 0
+    for line in text.split("\n"):
+        key = _LOG_PREFIX.sub("", line)
+        if key == prev and key:
+            n += 1
+            continue
+        if n:
+            out.append("    (%d more like the line above)" % n)
+        out.append(line)
+        prev, n = key, 0
+    if n:
+        out.append("    (%d more like the line above)" % n)
+    return "\n".join(out)
+
+
 class TestCase(unittest.TestCase):
     maxDiff = 4000
 
@@ -822,7 +844,7 @@ class TestCase(unittest.TestCase):
                     start = 0
                 else:
                     continue
-                text = s.log()[start:] if s.logpath else ""
+                text = collapse_repeats(s.log()[start:]) if s.logpath else ""
                 if len(text) > 20000:
                     text = "...\n" + text[-20000:]
                 sys.stderr.write("\n----- %s log (%s, port %s) for %s -----\n%s\n----- end of log -----\n"
