@@ -16,7 +16,8 @@
 # on the next; an even number of rounds gives off and on the first turn
 # equally often.
 # Ports: PORT (servers, 4 from there, default 25180), PGPORT_BENCH (25434).
-# BENCH_ON_ARGS: more options for the batching servers (to try other caps).
+# BENCH_ON_ARGS: more options for the batching servers (to try other caps);
+# BENCH_ARGS: options for all four servers; CASES: a subset of the cases.
 # The commit flush dominates: run it on a quiet machine (the load average is
 # printed before and after) and compare only numbers from one invocation.
 set -e
@@ -52,7 +53,7 @@ start() {
 	name=$1 port=$2 url=$3
 	shift 3
 	"$bin" --listen 127.0.0.1 --port "$port" --db-url "$url" --token "$EVENTODB_TOKEN" --log-level warn \
-		"$@" >"$dir/server-$name.log" 2>&1 &
+		${BENCH_ARGS:-} "$@" >"$dir/server-$name.log" 2>&1 &
 	srvs="$srvs $!"
 	for i in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0; sleep 0.1; done
 	echo "server $name did not start:"; cat "$dir/server-$name.log"; exit 1
@@ -118,15 +119,18 @@ echo "warming up"
 for v in off on sq-off sq-on; do
 	wrk -t2 -c16 -d2s -s "$top/contrib/bench/write-category.lua" "http://127.0.0.1:$(port_of $v)" >/dev/null 2>&1
 done
+# CASES: the cases to run (default all: cat16 many16 conn1 conn64 sqlite16)
+cases=${CASES:-cat16 many16 conn1 conn64 sqlite16}
+want() { case " $cases " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$runs"); do
 	echo "round $r of $runs (${secs}s each)"
 	if [ $((r % 2)) = 1 ]; then order="off on"; sqorder="sq-off sq-on"; else order="on off"; sqorder="sq-on sq-off"; fi
-	pgb
-	for v in $order; do measure cat16 "$v" 16 2 write-category.lua; done
-	for v in $order; do measure many16 "$v" 16 2 write.lua; done
-	for v in $order; do measure conn1 "$v" 1 1 write-category.lua; done
-	for v in $order; do measure conn64 "$v" 64 2 write-category.lua; done
-	for v in $sqorder; do measure sqlite16 "$v" 16 2 write-category.lua; done
+	want cat16 && pgb
+	want cat16 && for v in $order; do measure cat16 "$v" 16 2 write-category.lua; done
+	want many16 && for v in $order; do measure many16 "$v" 16 2 write.lua; done
+	want conn1 && for v in $order; do measure conn1 "$v" 1 1 write-category.lua; done
+	want conn64 && for v in $order; do measure conn64 "$v" 64 2 write-category.lua; done
+	want sqlite16 && for v in $sqorder; do measure sqlite16 "$v" 16 2 write-category.lua; done
 done
 echo "load at end: $(cat /proc/loadavg)"
 echo
@@ -152,24 +156,28 @@ function dist(c, v,   s, i, names) {
 	for (i = 2; i < 10; i++) if (bc[c, v, i] > 0) s = s sprintf(" %s:%.0f%%", names[i - 1], 100 * bc[c, v, i] / bc[c, v, 0])
 	return s
 }
-function row(label, c, m, unit,   off, on, r) {
+function row(label, c, m, unit,   off, on, r, pg) {
+	if (cnt[c SUBSEP (c == "sqlite16" ? "sq-on" : "on") SUBSEP m] == 0) return
 	off = median(c SUBSEP "off" SUBSEP m); on = median(c SUBSEP "on" SUBSEP m)
 	if (c == "sqlite16") { off = median(c SUBSEP "sq-off" SUBSEP m); on = median(c SUBSEP "sq-on" SUBSEP m) }
 	r = off > 0 ? on / off : 0
 	printf "%-34s %10.3f %10.3f %8.2fx", label " (" unit ")", off, on, r
-	if (c == "cat16") printf " %9.2fx", on / median("cat16" SUBSEP "pgbench" SUBSEP "rps")
+	pg = median("cat16" SUBSEP "pgbench" SUBSEP "rps")
+	if (c == "cat16" && pg > 0) printf " %9.2fx", on / pg
 	else printf " %10s", ""
 	printf "  %s\n", dist(c, c == "sqlite16" ? "sq-on" : "on")
 }
 END {
 	printf "%-34s %10s %10s %9s %10s  %s\n", "case", "off", "on", "on/off", "on/pgbench", "write batches with batching on"
-	printf "%-34s %10.0f\n", "pgbench write_message, 16 (tps)", median("cat16" SUBSEP "pgbench" SUBSEP "rps")
+	if (cnt["cat16" SUBSEP "pgbench" SUBSEP "rps"] > 0)
+		printf "%-34s %10.0f\n", "pgbench write_message, 16 (tps)", median("cat16" SUBSEP "pgbench" SUBSEP "rps")
 	row("one category, 16 conns", "cat16", "rps", "req/s")
 	row("64 categories, 16 conns", "many16", "rps", "req/s")
 	row("one connection, p50", "conn1", "p50", "ms")
 	row("64 connections, p99", "conn64", "p99", "ms")
 	row("embedded store, 16 conns", "sqlite16", "rps", "req/s")
-	printf "(batching off, for comparison: %s at 16 connections, one category)\n", dist("cat16", "off")
+	if (bc["cat16", "off", 0] > 0)
+		printf "(batching off, for comparison: %s at 16 connections, one category)\n", dist("cat16", "off")
 	printf "load average during the runs: %s to %s\n", loadmin, loadmax
 	for (k in errs) if (errs[k] > 0) { split(k, p, SUBSEP); printf "errors: %s %s: %d\n", p[1], p[2], errs[k] }
 }' "$dir/results"
