@@ -1,7 +1,8 @@
 /*
  * The connection layer: every HTTP/1.x connection of a worker, from accept
- * to close, on libevent (an evconnlistener per listening socket, two events
- * per connection) with the request parsed by libhttp-parser (src/httpp.c).
+ * to close, on libevent (a read event per listening socket, one accept per
+ * wake-up, see conn_server.c; two events per connection) with the request
+ * parsed by libhttp-parser (src/httpp.c).
  * One parser owns the framing of every request, bodies included, so nothing
  * can be read two ways (no request smuggling); after any framing error the
  * connection is answered and closed, never re-synchronised.
@@ -369,6 +370,7 @@ unlink_conn(struct conn *c)
 
 	TAILQ_REMOVE(&s->conns, c, link);
 	s->nconns--;
+	conn_publish_count(s);
 	if (c->refused)
 		s->nrefused_lingering--;
 }

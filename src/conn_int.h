@@ -21,7 +21,6 @@
 #include "wbuf.h"
 
 struct config;
-struct evconnlistener;
 struct worker;
 
 #define CONN_MAGIC 0x434f4e4eu /* "CONN" */
@@ -45,6 +44,11 @@ struct worker;
 #define KEEP_OUT (256 * 1024)
 #define ACCEPT_PAUSE_MIN_MS 50
 #define ACCEPT_PAUSE_MAX_MS 500
+/* a worker that leaves a connection to a less loaded one waits this long
+ * before it takes it after all */
+#define ACCEPT_DEFER_US 1000
+#define ACCEPT_UNHONORED_MAX 8
+#define ACCEPT_BALANCE_OFF_US 100000
 
 enum phase {
 	PH_IDLE,   /* between requests */
@@ -137,11 +141,18 @@ struct conn {
 
 TAILQ_HEAD(conn_list, conn);
 
+struct http_server;
+void conn_publish_count(struct http_server *s);
+
 struct http_server {
 	struct worker *w;
 	struct event_base *base;
-	struct evconnlistener *lev[2];
+	struct event *lev[2]; /* the listening sockets' read events (public, admin) */
+	int lfd[2];
 	struct event *ev_accept; /* resumes accepting after EMFILE/ENFILE */
+	struct event *ev_defer;  /* resumes accepting after leaving a connection to another worker */
+	int unhonored;           /* deferrals in a row after which the connection was still there */
+	int64_t balance_off_until_us; /* no deferring before this (monotonic) */
 	struct event *ev_kick;   /* runs the connections in kicked */
 	struct conn_list kicked;
 	int accept_pause_ms;

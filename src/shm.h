@@ -48,6 +48,10 @@ struct shm_worker {
 	volatile pid_t pid;
 	volatile uint32_t ready;   /* set by the worker once it serves requests */
 	volatile int64_t started_us;
+	/* live, for the other workers' accept balancing (conn_server.c): open
+	 * client connections, and whether the worker accepts new ones now */
+	volatile uint32_t conns;
+	volatile uint32_t accepting;
 	struct stats st;
 	/* next to the counters: the request latency histogram (one count per
 	 * request in the bucket of its latency) and RPC answers per method and
