@@ -1372,7 +1372,7 @@ store_pg_open(struct event_base *base, const struct store_cfg *cfg)
 	st->idle_ms = (cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 60) * 1000;
 	st->batch_max = cfg->batch_max > 1 ? cfg->batch_max : 1;
 	st->batch_bytes = cfg->batch_bytes > 0 ? cfg->batch_bytes : 1024 * 1024;
-	st->write_slots = pool_size / 2 > 1 ? pool_size / 2 : 1;
+	st->write_slots = 1; /* see store_pg_batch.c: one write transaction per worker at a time */
 	st->stats = cfg->stats;
 	st->url = strdup(url);
 	st->conns = calloc((size_t)pool_size, sizeof(*st->conns));

@@ -15,11 +15,16 @@
  * on PostgreSQL it could only wait for that transaction's advisory lock,
  * which is held through the commit. Queued here instead, it joins the next
  * batch, so a hot category gets one commit per batch rather than one per
- * connection. And writes use at most half of the pool (at least one
- * connection, st->write_slots): with every connection writing alone,
- * concurrent writes to many categories would rarely find each other, each
- * paying a commit; with half, the ones that arrive while those are busy
- * queue and go together, and reads keep connections of their own.
+ * connection. And a worker writes on one connection at a time
+ * (st->write_slots): with every connection writing alone, concurrent
+ * writes to many categories would rarely find each other, each paying a
+ * commit; with one, whatever arrives while a batch commits goes in the
+ * next, so the batch grows with the load, and reads keep the other
+ * connections. (Measured with contrib/bench-write.sh, 2 workers: one slot
+ * against half the pool, 8,900 against 6,300 writes/s over 64 categories,
+ * 8,100 against 7,700 on one; doc/perf/008-write-batching.md.) The
+ * parallelism across writes is the workers'; a write stuck for
+ * STORE_PG_WRITE_STALL_MS no longer holds the others up (below).
  * Anything that can run (reads, other categories) is taken past what
  * waits.
  *
