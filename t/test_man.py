@@ -114,6 +114,23 @@ class TestManPages(harness.TestCase):
         env = section(text, "ENVIRONMENT")
         self.assertIn("EVENTODB_CONFIG", env)
 
+    def test_operations_guide_lists_every_option(self):
+        # doc/operations.md has a table row per option of the binary's table, with its default
+        src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(src, "doc", "operations.md")) as f:
+            doc = f.read()
+        part = doc[doc.index("## Every option"):]
+        part = part[:part.index("\n## ")]
+        rows = [r for r in part.splitlines() if r.startswith("| `--")]
+        help_text = run([harness.BIN, "help"]).stdout
+        for name, _ in options():
+            row = [r for r in rows if re.search(r"`--%s[` ]" % re.escape(name), r.split("|")[1])]
+            self.assertEqual(len(row), 1, "doc/operations.md: no row for --%s" % name)
+            m = re.search(r"^  --%s .*\n.*?, default ([^,\n]+)" % re.escape(name), help_text, re.M)
+            if m is not None:
+                self.assertEqual(row[0].split("|")[2].strip(), m.group(1),
+                                 "doc/operations.md: default of --%s" % name)
+
     def test_sample_config_lists_every_option(self):
         with open(os.path.join(BUILDDIR, "etc/eventodb.conf")) as f:
             conf = f.read()
