@@ -23,7 +23,7 @@ const struct option_def config_options[] = {
 	{"access-log", OPT_STR, "off", true, OFF(access_log), 0, 0,
 	 "access log: off, - (standard error) or a file (reopened on SIGUSR1 and SIGHUP); one line per request"},
 	{"admin-listen", OPT_STR, NULL, false, OFF(admin_listen), 0, 0,
-	 "ADDR:PORT of a second listener for /metrics, /debug/* and /health, without a token (default off)"},
+	 "ADDR:PORT of a second listener for /metrics, /debug/*, /health and /version, without a token (off or empty: none, the default)"},
 	{"admin-listen-any", OPT_BOOL, "false", false, OFF(admin_listen_any), 0, 0,
 	 "allow --admin-listen on an address other than loopback"},
 	{"config", OPT_STR, NULL, false, OFF(config_file), 0, 0,

@@ -29,5 +29,6 @@ int http_access_log_open(const char *dest);
 void http_access_log_flush(void);
 void http_access_log_reopen(void);
 void http_access_log_close(void);
+void http_access_log_switch(const char *dest);
 
 #endif

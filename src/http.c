@@ -232,6 +232,38 @@ http_access_log_reopen(void)
 	alog.fd = fd;
 }
 
+/* After a reload: --access-log may name another destination, or off. A
+ * destination that cannot be opened leaves the current one in place. */
+void
+http_access_log_switch(const char *dest)
+{
+	bool off = dest == NULL || dest[0] == '\0' || strcmp(dest, "off") == 0;
+	char *d;
+	int fd;
+
+	if (off ? alog.dest == NULL : alog.dest != NULL && strcmp(alog.dest, dest) == 0)
+		return;
+	if (off) {
+		http_access_log_close();
+		log_debug("access log off");
+		return;
+	}
+	fd = strcmp(dest, "-") == 0 ? STDERR_FILENO : open(dest, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0 || (d = strdup(dest)) == NULL) {
+		log_error("cannot open the access log %s: %s; keeping the current one", dest, strerror(errno));
+		if (fd >= 0 && fd != STDERR_FILENO)
+			close(fd);
+		return;
+	}
+	http_access_log_flush();
+	if (alog.fd >= 0 && alog.fd != STDERR_FILENO)
+		close(alog.fd);
+	free(alog.dest);
+	alog.dest = d;
+	alog.fd = fd;
+	log_debug("access log now %s", dest);
+}
+
 void
 http_access_log_close(void)
 {

@@ -60,7 +60,12 @@
 #define BACKOFF_MAX_MS 1000
 #define HEARTBEAT_S 10 /* the write function treats 30 s without one as gone */
 
-enum notify_state { N_IDLE, N_CONNECTING, N_LISTEN, N_READY };
+enum notify_state { N_IDLE, N_CONNECTING, N_LISTEN, N_REGISTER, N_READY };
+
+/* The host id is a parameter, never part of the SQL text. */
+#define SQL_REGISTER \
+	"INSERT INTO eventodb_store.listeners (host, seen) VALUES ($1, now()) ON CONFLICT (host) DO UPDATE SET seen = now()"
+#define SQL_UNREGISTER "DELETE FROM eventodb_store.listeners WHERE host = $1"
 
 struct notify_pg {
 	struct worker *w;
@@ -74,7 +79,6 @@ struct notify_pg {
 	bool busy;  /* a statement's results are pending */
 	int backoff_ms;
 	int failures; /* attempts failed since the last time it listened */
-	char upsert[160];
 };
 
 static bool
@@ -242,13 +246,15 @@ bad:
 	          (int)utf8_prefix(payload, strlen(payload), 120), payload);
 }
 
-/* Sends sql; its results are consumed by read_input. */
+/* Sends sql, with this server's host id as $1 when host is set; its results
+ * are consumed by read_input. */
 static void
-send_sql(struct notify_pg *n, const char *sql)
+send_sql(struct notify_pg *n, const char *sql, bool host)
 {
+	const char *param = ring_host_id(n->w->shm);
 	int rc;
 
-	if (!PQsendQuery(n->pg, sql))
+	if (!(host ? PQsendQueryParams(n->pg, sql, 1, NULL, &param, NULL, NULL, 0) : PQsendQuery(n->pg, sql)))
 		return drop(n, PQerrorMessage(n->pg));
 	n->busy = true;
 	rc = PQflush(n->pg);
@@ -264,7 +270,7 @@ on_beat(evutil_socket_t fd, short what, void *arg)
 	struct notify_pg *n = arg;
 
 	if (n->state == N_READY && !n->busy)
-		send_sql(n, n->upsert);
+		send_sql(n, SQL_REGISTER, true);
 }
 
 static void
@@ -300,19 +306,28 @@ read_input(struct notify_pg *n)
 		res = PQgetResult(n->pg);
 		if (res == NULL) {
 			n->busy = false;
-			if (n->state == N_LISTEN)
+			if (n->state == N_LISTEN) {
+				/* listening first, then registered: every write that
+				 * sees the registration notifies, and is heard */
+				n->state = N_REGISTER;
+				send_sql(n, SQL_REGISTER, true);
+			} else if (n->state == N_REGISTER)
 				on_ready(n);
 			break;
 		}
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			char why[256];
-			snprintf(why, sizeof(why), "%s failed: %s", n->state == N_LISTEN ? "LISTEN" : "heartbeat",
+			snprintf(why, sizeof(why), "%s failed: %s", n->state == N_LISTEN     ? "LISTEN"
+			         : n->state == N_REGISTER ? "registering"
+			                                  : "heartbeat",
 			         PQresultErrorMessage(res));
 			PQclear(res);
 			return drop(n, why);
 		}
 		PQclear(res);
 	}
+	if (n->pg == NULL)
+		return; /* dropped while registering */
 	while ((nt = PQnotifies(n->pg)) != NULL) {
 		if (strcmp(nt->relname, NOTIFY_CHANNEL) == 0 && n->state == N_READY)
 			on_notify(n, nt->extra);
@@ -339,16 +354,12 @@ connect_poll(struct notify_pg *n)
 	default:
 		break;
 	}
-	/* Connected: register and LISTEN in one transaction, so writers start
-	 * notifying exactly when notifications can arrive. */
+	/* Connected: LISTEN, then register (read_input), so writers start
+	 * notifying only once notifications can arrive. */
 	if (PQsetnonblocking(n->pg, 1) != 0)
 		return drop(n, PQerrorMessage(n->pg));
 	n->state = N_LISTEN;
-	{
-		char sql[256];
-		snprintf(sql, sizeof(sql), "LISTEN " NOTIFY_CHANNEL "; %s", n->upsert);
-		send_sql(n, sql);
-	}
+	send_sql(n, "LISTEN " NOTIFY_CHANNEL, false);
 }
 
 static void
@@ -409,10 +420,6 @@ notify_pg_start(struct worker *w)
 	n->w = w;
 	n->url = w->cfg->db_url;
 	n->backoff_ms = BACKOFF_MIN_MS;
-	snprintf(n->upsert, sizeof(n->upsert),
-	         "INSERT INTO eventodb_store.listeners (host, seen) VALUES ('%s', now())"
-	         " ON CONFLICT (host) DO UPDATE SET seen = now()",
-	         ring_host_id(w->shm));
 	n->ev_io = event_new(w->base, -1, 0, on_io, n);
 	n->ev_timer = evtimer_new(w->base, on_timer, n);
 	n->ev_beat = event_new(w->base, -1, EV_PERSIST, on_beat, n);
@@ -434,10 +441,9 @@ notify_pg_stop(struct notify_pg *n)
 		if (n->state == N_READY && !n->busy) {
 			/* Unregister without waiting: the server runs it before it
 			 * sees the connection close. Otherwise the row goes stale. */
-			char sql[96];
-			snprintf(sql, sizeof(sql), "DELETE FROM eventodb_store.listeners WHERE host = '%s'",
-			         ring_host_id(n->w->shm));
-			if (PQsendQuery(n->pg, sql))
+			const char *param = ring_host_id(n->w->shm);
+
+			if (PQsendQueryParams(n->pg, SQL_UNREGISTER, 1, NULL, &param, NULL, NULL, 0))
 				PQflush(n->pg);
 		}
 		PQfinish(n->pg);

@@ -109,6 +109,13 @@ open_listener(const char *addr, int64_t port)
 	return fd;
 }
 
+/* --admin-listen: empty or "off" (the default) is no admin listener. */
+static bool
+admin_listen_on(const struct config *cfg)
+{
+	return cfg->admin_listen != NULL && cfg->admin_listen[0] != '\0' && strcmp(cfg->admin_listen, "off") != 0;
+}
+
 /*
  * --admin-listen ADDR:PORT (IPv6 as [ADDR]:PORT): split into host and port,
  * and refuse an address other than loopback unless --admin-listen-any.
@@ -470,7 +477,7 @@ validate(const struct config *cfg, void (*report)(const char *msg))
 		if (be->check != NULL && be->check(&sc, err, sizeof(err)) != 0)
 			PROBLEM("%s", err);
 	}
-	if (cfg->admin_listen != NULL && cfg->admin_listen[0] != '\0') {
+	if (admin_listen_on(cfg)) {
 		char host[64];
 		int64_t aport;
 		if (admin_listen_parse(cfg, host, sizeof(host), &aport, err, sizeof(err)) != 0) {
@@ -588,7 +595,7 @@ run(struct config *cfg)
 	if (h.listen_fd < 0)
 		return 1;
 	h.admin_fd = -1;
-	if (cfg->admin_listen != NULL && cfg->admin_listen[0] != '\0') {
+	if (admin_listen_on(cfg)) {
 		char host[64];
 		int64_t aport;
 		if (admin_listen_parse(cfg, host, sizeof(host), &aport, err, sizeof(err)) != 0) {
@@ -598,7 +605,7 @@ run(struct config *cfg)
 		h.admin_fd = open_listener(host, aport);
 		if (h.admin_fd < 0)
 			return 1;
-		log_info("admin listener on %s (/metrics, /debug/*, /health; no token)", cfg->admin_listen);
+		log_info("admin listener on %s (/metrics, /debug/*, /health, /version; no token)", cfg->admin_listen);
 	}
 	if (cfg->pidfile != NULL) {
 		if (write_pidfile(cfg->pidfile) != 0)

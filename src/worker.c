@@ -116,6 +116,7 @@ reload(evutil_socket_t sig, short what, void *arg)
 	log_setup("error", w->cfg->log_format);
 	(void)config_reload((struct config *)w->cfg, err, sizeof(err));
 	log_setup(w->cfg->log_level, w->cfg->log_format);
+	http_access_log_switch(w->cfg->access_log);
 	log_debug("worker %u reloaded", w->slot + 1);
 }
 

@@ -195,6 +195,17 @@ class TestAdminListenOption(harness.TestCase):
                 self.assertNotEqual(srv.run_to_exit(), 0)
                 self.assertIn("--admin-listen", srv.output())
 
+    def test_off_is_no_admin_listener(self):
+        # --help calls "off" the default: the word itself must be accepted, like --access-log off
+        if harness.STORE != "sqlite":
+            harness.pg_cluster()
+        srv = harness.Server(name="adm-off", workers=1, extra=["--admin-listen", "off"]).start()
+        try:
+            self.assertEqual(srv.get("/health").status, 200)
+            self.assertNotIn("admin listener on", srv.output())
+        finally:
+            srv.stop()
+
 
 if __name__ == "__main__":
     harness.main()

@@ -132,6 +132,38 @@ class TestSignals(harness.TestCase):
         finally:
             srv.stop()
 
+    def test_sighup_switches_the_access_log(self):
+        # access-log is reloadable: a new destination in the file applies on SIGHUP, and off stops it
+        conf = os.path.join(harness.module_tmp(), "alog.conf")
+        path = os.path.join(harness.module_tmp(), "access-%s.log" % unique("a"))
+        with open(conf, "w") as f:
+            f.write("access-log = off\n")
+        srv = harness.Server(name="alog", workers=2, extra=["--config", conf]).start()
+        try:
+            self.assertOk(srv.rpc("sys.version"))
+            self.assertFalse(os.path.exists(path))
+            with open(conf, "w") as f:
+                f.write("access-log = %s\n" % path)
+            os.kill(srv.pid, signal.SIGHUP)
+
+            def logged(n):
+                # each request's line is flushed within a second (or at shutdown)
+                self.assertOk(srv.rpc("sys.version"))
+                return os.path.exists(path) and open(path).read().count("POST /rpc") >= n
+
+            self.assertTrue(harness.wait_until(lambda: logged(1), 10), "no access log after SIGHUP")
+            with open(conf, "w") as f:
+                f.write("access-log = off\n")
+            os.kill(srv.pid, signal.SIGHUP)
+            time.sleep(1.5)  # both workers handle it and flush what they had
+            size = os.path.getsize(path)
+            for _ in range(5):
+                self.assertOk(srv.rpc("sys.version"))
+            time.sleep(1.5)
+            self.assertEqual(os.path.getsize(path), size, "lines after switching the access log off")
+        finally:
+            srv.stop()
+
     def test_sigusr1_reopens_log_file(self):
         logfile = os.path.join(harness.module_tmp(), "eventodb-%s.log" % unique("l"))
         access = logfile + ".access"
