@@ -22,6 +22,32 @@
 
 #include "alloc_stats.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define ALLOC_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ALLOC_UNDER_ASAN 1
+#endif
+#endif
+
+#ifdef ALLOC_UNDER_ASAN
+/* Under AddressSanitizer the blocks must come from its allocator (it checks
+ * every access and every free against it): forward to its interceptors,
+ * which our definitions displace the way they displace glibc's. */
+#define __libc_malloc __interceptor_malloc
+#define __libc_calloc __interceptor_calloc
+#define __libc_realloc __interceptor_realloc
+#define __libc_free __interceptor_free
+#define __libc_memalign __interceptor_memalign
+#define __libc_valloc __interceptor_valloc
+#define __libc_pvalloc __interceptor_pvalloc
+/* the first calls come while ASan sets itself up, before its shadow memory
+ * exists: the counting code must not be instrumented */
+#define NO_ASAN __attribute__((no_sanitize_address))
+#else
+#define NO_ASAN
+#endif
+
 /* glibc's allocator under the names it keeps for interposers. */
 extern void *__libc_malloc(size_t n);
 extern void *__libc_calloc(size_t n, size_t m);
@@ -41,7 +67,7 @@ _Static_assert(ALLOC_SITES == 1 << SITE_BITS, "ALLOC_SITES must be 1 << SITE_BIT
 static struct alloc_table builtin = {.magic = ALLOC_STATS_MAGIC, .nsites = ALLOC_SITES};
 static struct alloc_table *cur = &builtin;
 
-static inline __attribute__((always_inline)) void
+static inline __attribute__((always_inline)) NO_ASAN void
 count(uintptr_t pc, size_t n, enum alloc_kind k)
 {
 	struct alloc_table *t = __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
@@ -68,7 +94,7 @@ count(uintptr_t pc, size_t n, enum alloc_kind k)
 	ADD(t->dropped_bytes, n);
 }
 
-static inline __attribute__((always_inline)) void
+static inline __attribute__((always_inline)) NO_ASAN void
 count_free(void)
 {
 	struct alloc_table *t = __atomic_load_n(&cur, __ATOMIC_ACQUIRE);
@@ -76,7 +102,7 @@ count_free(void)
 	ADD(t->frees, 1);
 }
 
-void *
+NO_ASAN void *
 malloc(size_t n)
 {
 	void *p = __libc_malloc(n);
@@ -86,7 +112,7 @@ malloc(size_t n)
 	return p;
 }
 
-void
+NO_ASAN void
 free(void *p)
 {
 	if (p == NULL)
@@ -95,7 +121,7 @@ free(void *p)
 	__libc_free(p);
 }
 
-void *
+NO_ASAN void *
 calloc(size_t n, size_t m)
 {
 	void *p = __libc_calloc(n, m);
@@ -109,7 +135,7 @@ calloc(size_t n, size_t m)
 	return p;
 }
 
-static inline __attribute__((always_inline)) void *
+static inline __attribute__((always_inline)) NO_ASAN void *
 resize(uintptr_t pc, void *p, size_t n)
 {
 	void *q = __libc_realloc(p, n);
@@ -126,13 +152,13 @@ resize(uintptr_t pc, void *p, size_t n)
 	return q;
 }
 
-void *
+NO_ASAN void *
 realloc(void *p, size_t n)
 {
 	return resize(RA(), p, n);
 }
 
-void *
+NO_ASAN void *
 reallocarray(void *p, size_t n, size_t m)
 {
 	size_t b;
@@ -144,7 +170,7 @@ reallocarray(void *p, size_t n, size_t m)
 	return resize(RA(), p, b);
 }
 
-int
+NO_ASAN int
 posix_memalign(void **out, size_t align, size_t n)
 {
 	void *p;
@@ -159,7 +185,7 @@ posix_memalign(void **out, size_t align, size_t n)
 	return 0;
 }
 
-void *
+NO_ASAN void *
 aligned_alloc(size_t align, size_t n)
 {
 	void *p = __libc_memalign(align, n);
@@ -169,7 +195,7 @@ aligned_alloc(size_t align, size_t n)
 	return p;
 }
 
-void *
+NO_ASAN void *
 memalign(size_t align, size_t n)
 {
 	void *p = __libc_memalign(align, n);
@@ -179,7 +205,7 @@ memalign(size_t align, size_t n)
 	return p;
 }
 
-void *
+NO_ASAN void *
 valloc(size_t n)
 {
 	void *p = __libc_valloc(n);
@@ -189,7 +215,7 @@ valloc(size_t n)
 	return p;
 }
 
-void *
+NO_ASAN void *
 pvalloc(size_t n)
 {
 	void *p = __libc_pvalloc(n);
@@ -201,7 +227,7 @@ pvalloc(size_t n)
 
 /* Ours, so that a strdup in our code (or a library's) is its caller's site
  * and not one anonymous site inside libc. */
-char *
+NO_ASAN char *
 strdup(const char *s)
 {
 	size_t n = strlen(s) + 1;
@@ -214,7 +240,7 @@ strdup(const char *s)
 	return p;
 }
 
-char *
+NO_ASAN char *
 strndup(const char *s, size_t max)
 {
 	size_t n = strnlen(s, max);

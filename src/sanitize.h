@@ -17,6 +17,7 @@
 #endif
 
 #ifdef SAN_LSAN
+#include <sanitizer/allocator_interface.h>
 #include <sanitizer/lsan_interface.h>
 #endif
 

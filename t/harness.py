@@ -643,7 +643,8 @@ class Server:
         return self.proc
 
     def start(self, timeout=20):
-        """Starts the server and waits until GET /health answers 200."""
+        """Starts the server and waits until GET /health answers 200 and every worker asked for has
+        been forked (one worker answering does not mean the others exist yet)."""
         for attempt in range(3):
             self.spawn()
             deadline = time.monotonic() + timeout
@@ -653,6 +654,9 @@ class Server:
                 try:
                     r = http_request(self.host, self.port, "GET", "/health", timeout=2)
                     if r.status == 200:
+                        if isinstance(self.workers, int):
+                            wait_until(lambda: len(self.worker_pids()) >= self.workers,
+                                       max(0.0, deadline - time.monotonic()))
                         return self
                 except (OSError, http.client.HTTPException):
                     pass
