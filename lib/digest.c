@@ -7,30 +7,44 @@
 #include <stdlib.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
+#include <openssl/md5.h>
+#include <openssl/sha.h>
 #include <openssl/rand.h>
 
 #include "evlib.h"
 
-/* A digest that silently came out wrong would be worse than stopping. */
-static void digest_or_die(const EVP_MD *md, const char *name, const void *in, size_t n,
-			  uint8_t *out)
-{
-	if (md == NULL || EVP_Digest(in, n, out, NULL, md, NULL) != 1) {
-		fprintf(stderr, "eventodb: OpenSSL %s digest failed\n", name);
-		abort();
-	}
-}
-
+/*
+ * The one-shot low-level functions, not EVP: OpenSSL 3.0's EVP_Digest
+ * allocates a context and fetches the algorithm on every call (three heap
+ * allocations; a reused EVP_MD_CTX still allocates one), and a token is
+ * hashed on every request. SHA256()/MD5() with a result buffer work on the
+ * stack. They are deprecated in 3.0 in favour of EVP, but stay exported;
+ * nothing here needs a provider other than the built-in one.
+ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 void digest_sha256(const void *in, size_t n, uint8_t out[32])
 {
-	digest_or_die(EVP_sha256(), "SHA-256", in, n, out);
+	SHA256_CTX c;
+
+	/* a digest that silently came out wrong would be worse than stopping */
+	if (SHA256_Init(&c) != 1 || SHA256_Update(&c, in, n) != 1 || SHA256_Final(out, &c) != 1) {
+		fprintf(stderr, "eventodb: OpenSSL SHA-256 digest failed\n");
+		abort();
+	}
+	OPENSSL_cleanse(&c, sizeof c);
 }
 
 void digest_md5(const void *in, size_t n, uint8_t out[16])
 {
-	digest_or_die(EVP_md5(), "MD5", in, n, out);
+	MD5_CTX c;
+
+	if (MD5_Init(&c) != 1 || MD5_Update(&c, in, n) != 1 || MD5_Final(out, &c) != 1) {
+		fprintf(stderr, "eventodb: OpenSSL MD5 digest failed\n");
+		abort();
+	}
 }
+#pragma GCC diagnostic pop
 
 void digest_sha256_hex(const void *in, size_t n, char out[65])
 {

@@ -127,7 +127,8 @@ struct sq_op {
 	size_t rows_cap;
 	char *arena; /* their strings */
 	size_t arena_len, arena_cap;
-	/* the copied parameter strings follow */
+	char *strs; /* the copied parameter strings */
+	size_t strs_cap;
 };
 
 /* Statements of a namespace database. */
@@ -1524,6 +1525,17 @@ sq_thread(void *arg)
 
 /* ---- the event-loop side -------------------------------------------------------- */
 
+/*
+ * Spare operations with their buffers (rows, arena, strings), so that an
+ * operation in steady state allocates nothing. Only the event-loop thread
+ * takes and returns operations (the store's thread never does), so the list
+ * needs no lock. Buffers that grew past SQ_KEEP_BYTES go back to malloc.
+ */
+#define SQ_SPARE_MAX 64
+#define SQ_KEEP_BYTES (64 * 1024)
+static struct sq_op *spare;
+static unsigned nspare;
+
 static void
 op_free(struct sq_op *op)
 {
@@ -1532,9 +1544,52 @@ op_free(struct sq_op *op)
 		abort();
 	}
 	op->magic = 0;
+	if (op->rows_cap > SQ_KEEP_BYTES) {
+		free(op->rows);
+		op->rows = NULL;
+		op->rows_cap = 0;
+	}
+	if (op->arena_cap > SQ_KEEP_BYTES) {
+		free(op->arena);
+		op->arena = NULL;
+		op->arena_cap = 0;
+	}
+	if (op->strs_cap > SQ_KEEP_BYTES) {
+		free(op->strs);
+		op->strs = NULL;
+		op->strs_cap = 0;
+	}
+	if (nspare < SQ_SPARE_MAX) {
+		op->next = spare;
+		spare = op;
+		nspare++;
+		return;
+	}
 	free(op->rows);
 	free(op->arena);
+	free(op->strs);
 	free(op);
+}
+
+/* A cleared operation, a spare one when there is one (its buffers kept). */
+static struct sq_op *
+op_take(void)
+{
+	struct sq_op *op = spare, keep;
+
+	if (op == NULL)
+		return calloc(1, sizeof(*op));
+	spare = op->next;
+	nspare--;
+	keep = *op;
+	memset(op, 0, sizeof(*op));
+	op->rows = keep.rows;
+	op->rows_cap = keep.rows_cap;
+	op->arena = keep.arena;
+	op->arena_cap = keep.arena_cap;
+	op->strs = keep.strs;
+	op->strs_cap = keep.strs_cap;
+	return op;
 }
 
 /* Runs the callback, then releases what the reply pointed to. */
@@ -1638,14 +1693,25 @@ op_new(enum sq_kind kind, const char *ns, const char *const *s, int ns_count, st
 		len[i] = s[i] != NULL ? strlen(s[i]) : 0;
 		total += s[i] != NULL ? len[i] + 1 : 0;
 	}
-	op = calloc(1, sizeof(*op) + total);
+	op = op_take();
 	if (op == NULL)
 		return NULL;
 	op->magic = SQ_OP_MAGIC;
+	if (total > op->strs_cap) {
+		size_t cap = total < 256 ? 256 : total;
+
+		p = realloc(op->strs, cap);
+		if (p == NULL) {
+			op_free(op);
+			return NULL;
+		}
+		op->strs = p;
+		op->strs_cap = cap;
+	}
 	op->kind = kind;
 	op->cb = cb;
 	op->arg = arg;
-	p = (char *)(op + 1);
+	p = op->strs;
 	if (ns != NULL) {
 		memcpy(p, ns, nslen);
 		op->ns = p;

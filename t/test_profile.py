@@ -146,11 +146,19 @@ class ProfileBase(harness.TestCase):
     def setUpClass(cls):
         cls.dir = os.path.join(harness.module_tmp(), "profiles-" + cls.__name__)
         os.makedirs(cls.dir, exist_ok=True)
-        cls.srv = harness.Server(name=cls.__name__, workers=cls.workers,
-                                 extra=["--profile-dir", cls.dir, "--profile-seconds", "1"])
+        cls.srv = harness.Server(name=cls.__name__, workers=cls.workers, db_url=cls.db_url(),
+                                 extra=["--profile-dir", cls.dir, "--profile-seconds", "1"] + cls.extra())
         cls.srv.argv = cls._argv(cls.srv)
         cls.srv.start()
         cls.tenant = cls.srv.create_namespace()[1]
+
+    @classmethod
+    def db_url(cls):
+        return None  # the suite's store
+
+    @classmethod
+    def extra(cls):
+        return []
 
     @classmethod
     def _argv(cls, srv):
@@ -458,6 +466,96 @@ class TestAlternateBuild(ProfileBase):
         for w in b["workers"]:
             self.assertGreater(w["allocs"]["allocs"], 0)
             self.assertEqual(w["allocs"]["live"], w["allocs"]["allocs"] - w["allocs"]["frees"])
+
+
+class TestSteadyStateAllocations(ProfileBase):
+    """t/eventodb-alt (the counting allocator) on PostgreSQL, one worker: a request in steady state
+    allocates only inside json-c (the parsed request) and libpq (its results). Nothing in our code,
+    nothing for the locale json-c parses numbers in, nothing for hashing the token."""
+
+    @classmethod
+    def db_url(cls):
+        return harness.pg_cluster().url()
+
+    binary = ALT_BIN
+    workers = 1
+    # whole-process allocations per request measured when these bounds were set: 5, 16, 26, 16
+    BOUNDS = {"sys.version": 5, "stream.get": 16, "stream.write": 26, "category.get": 16}
+    ALLOWED = ("libjson-c.", "libpq.")
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(ALT_BIN):
+            raise AssertionError("%s not built (make t/eventodb-alt, or make check)" % ALT_BIN)
+        super().setUpClass()
+
+    def test_only_json_c_and_libpq_allocate(self):
+        conn = self.srv.connection()
+        hdr = {"Authorization": "Bearer " + self.srv.token, "Content-Type": "application/json"}
+
+        def rpc(body):
+            conn.request("POST", "/rpc", body=json.dumps(body), headers=hdr)
+            r = conn.getresponse()
+            d = r.read()
+            self.assertEqual(r.status, 200, d)
+
+        def snap():
+            conn.request("GET", "/debug/pprof/allocs?limit=0", headers=hdr)
+            r = conn.getresponse()
+            d = r.read()
+            self.assertEqual(r.status, 200, d)
+            b = json.loads(d)
+            sites = {}
+            for st in b["sites"]:
+                k = (st["object"], st["function"] or st["offset"])
+                sites[k] = sites.get(k, 0) + st["allocs"]
+            return b["total"]["allocs"], sites
+
+        cat = unique("steady")
+        bodies = {
+            "sys.version": lambda i: ["sys.version"],
+            "stream.get": lambda i: ["stream.get", cat + "-1", {"batchSize": 10}],
+            "stream.write": lambda i: ["stream.write", "%s-%d" % (cat, i % 10),
+                                       {"type": "Tested", "data": {"i": i, "note": "steady"}}],
+            "category.get": lambda i: ["category.get", cat, {"batchSize": 10}],
+        }
+        self.assertEqual(self.srv.db_url.startswith("sqlite"), self.ALLOWED[1] == "libsqlite3.")
+        for i in range(20):
+            rpc(bodies["stream.write"](i))
+        n = 300
+        for method, body in bodies.items():
+            for i in range(50):
+                rpc(body(i))
+            # two snapshots back to back: what taking one costs
+            t0, s0 = snap()
+            t1, s1 = snap()
+            for i in range(n):
+                rpc(body(i))
+            t2, s2 = snap()
+            per = ((t2 - t1) - (t1 - t0)) / n
+            self.assertLessEqual(per, self.BOUNDS[method] + 0.1, "%s: %.2f allocations a request" % (method, per))
+            for k in set(s0) | set(s1) | set(s2):
+                v = ((s2.get(k, 0) - s1.get(k, 0)) - (s1.get(k, 0) - s0.get(k, 0))) / n
+                if v >= 0.5:
+                    self.assertTrue(k[0].startswith(self.ALLOWED),
+                                    "%s: %.2f allocations a request at %s" % (method, v, k))
+
+
+
+class TestSteadyStateAllocationsEmbedded(TestSteadyStateAllocations):
+    """The same on the embedded store: only json-c and SQLite allocate (its operations come back
+    to a per-worker list with their buffers)."""
+
+    BOUNDS = {"sys.version": 5, "stream.get": 18, "stream.write": 42, "category.get": 18}
+    ALLOWED = ("libjson-c.", "libsqlite3.")
+
+    @classmethod
+    def db_url(cls):
+        return "sqlite://metadata.db"
+
+    @classmethod
+    def extra(cls):
+        return ["--data-dir", os.path.join(harness.module_tmp(), "sqlite-steady")]
 
 
 if __name__ == "__main__":
