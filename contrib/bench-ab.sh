@@ -2,7 +2,8 @@
 # A/B throughput of two server binaries under the same wrk load, run
 # interleaved (A B A B ...) so that a busy machine slows both alike. Each run
 # starts a fresh server (--workers 2) on one throwaway PostgreSQL (fsync on),
-# runs wrk -t2 -c16 with contrib/bench/write.lua (BENCH_SCRIPT=get: get.lua),
+# runs wrk -t2 -c16 with contrib/bench/write.lua (BENCH_SCRIPT=get: get.lua,
+# BENCH_SCRIPT=version: version.lua),
 # and stops it. Prints every run, the median of each side and B/A. A binary
 # built with --enable-alloc-stats also gets its heap allocations per request
 # (from /debug/pprof/allocs before and after the run).
@@ -10,7 +11,8 @@
 # e.g. the counting allocator's cost:
 #   ./configure --enable-alloc-stats && make && cp src/eventodb /tmp/eventodb-counting
 #   ./configure && make && contrib/bench-ab.sh src/eventodb /tmp/eventodb-counting 5 10
-# BENCH_STORE=sqlite runs on the embedded store; BENCH_SERVER_ARGS adds server
+# BENCH_CONNECTIONS sets wrk's connections (16). BENCH_STORE=sqlite runs on
+# the embedded store; BENCH_SERVER_ARGS adds server
 # flags, BENCH_PG_ARGS PostgreSQL ones (e.g. "-c synchronous_commit=off", to
 # measure CPU rather than the disk's commit latency).
 set -e
@@ -20,6 +22,7 @@ bin_a=$1
 bin_b=$2
 runs=${3:-5}
 secs=${4:-10}
+conns=${BENCH_CONNECTIONS:-16}
 script=$top/contrib/bench/${BENCH_SCRIPT:-write}.lua
 command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk)"; exit 1; }
 port=${PORT:-23080}
@@ -63,7 +66,7 @@ run_one() {
 			-d '["stream.write","benchread-1",{"type":"Filled","data":{"i":'$i',"text":"hello world"}}]' >/dev/null
 	done
 	a0=$(total_allocs)
-	wrk -t2 -c16 -d"${secs}s" -s "$script" "http://127.0.0.1:$port" >"$dir/wrk.out" 2>"$dir/wrk.err"
+	wrk -t2 -c"$conns" -d"${secs}s" -s "$script" "http://127.0.0.1:$port" >"$dir/wrk.out" 2>"$dir/wrk.err"
 	a1=$(total_allocs)
 	rps=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk.out")
 	reqs=$(awk '/requests in/ {print $1}' "$dir/wrk.out")
@@ -92,4 +95,4 @@ echo "A median of $runs: $ma req/s ($bin_a)"
 echo "B median of $runs: $mb req/s ($bin_b)"
 [ -s "$dir/B.allocs" ] && echo "B median allocs/request: $(median <"$dir/B.allocs")"
 [ -s "$dir/A.allocs" ] && echo "A median allocs/request: $(median <"$dir/A.allocs")"
-awk -v a="$ma" -v b="$mb" 'BEGIN {printf "B/A: %.3f (wrk -t2 -c16 -d%ss, %s)\n", b / a, "'"$secs"'", "'"$(basename "$script")"'"}'
+awk -v a="$ma" -v b="$mb" 'BEGIN {printf "B/A: %.3f (wrk -t2 -c%s -d%ss, %s)\n", b / a, "'"$conns"'", "'"$secs"'", "'"$(basename "$script")"'"}'
