@@ -156,13 +156,18 @@ metrics_write(struct shm *shm, struct wbuf *b)
 
 	shm_stats_sum(shm, &sum);
 #define X(name, type, help)                                                                                            \
-	family(b, #name, type == STATS_COUNTER ? "_total" : "", type == STATS_COUNTER ? "counter" : "gauge", help);   \
-	sample(b, #name, type == STATS_COUNTER ? "_total" : "", NULL, sum.name);
+	if (type != STATS_INTERNAL) {                                                                                  \
+		family(b, #name, type == STATS_COUNTER ? "_total" : "", type == STATS_COUNTER ? "counter" : "gauge",   \
+		       help);                                                                                          \
+		sample(b, #name, type == STATS_COUNTER ? "_total" : "", NULL, sum.name);                               \
+	}
 #define COUNTER STATS_COUNTER
 #define GAUGE STATS_GAUGE
+#define INTERNAL STATS_INTERNAL
 	STATS_FIELDS(X)
 #undef COUNTER
 #undef GAUGE
+#undef INTERNAL
 #undef X
 	latency(b, shm, h->nworkers, &sum);
 	rpc_answers(b, shm, h->nworkers);

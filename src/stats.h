@@ -5,7 +5,8 @@
  * (memcached's THREAD_STATS_FIELDS).
  *
  * X(name, type, help): type is COUNTER (only grows; exposed as
- * eventodb_<name>_total) or GAUGE (a level; eventodb_<name>). The request
+ * eventodb_<name>_total), GAUGE (a level; eventodb_<name>) or INTERNAL (in
+ * /debug/stats only: what /metrics shows in another form). The request
  * latency histogram and the per-method RPC counts are arrays next to the
  * struct (struct shm_worker), declared below.
  */
@@ -35,7 +36,7 @@
 	X(rpc_sys, COUNTER, "sys.* calls")                                                                           \
 	X(version_conflicts, COUNTER, "writes refused for their expectedVersion")                                    \
 	X(index_conflicts, COUNTER, "version conflicts answered from the shared stream index")                       \
-	X(latency_us_sum, COUNTER, "total request latency in microseconds (the histogram's sum)")                   \
+	X(latency_us_sum, INTERNAL, "total request latency in microseconds (the histogram's sum)")                   \
 	X(db_connections, GAUGE, "open database connections")                                                        \
 	X(db_queue_waiting, GAUGE, "database operations waiting for a connection")                                   \
 	X(write_batches, COUNTER, "write transactions (a lone stream.write is a batch of 1)")                         \
@@ -63,6 +64,7 @@
 
 #define STATS_COUNTER 1
 #define STATS_GAUGE 2
+#define STATS_INTERNAL 3
 
 struct stats {
 #define X(name, type, help) uint64_t name;

@@ -104,6 +104,8 @@ class TestMetrics(harness.TestCase):
                     "eventodb_process_start_time_seconds", "eventodb_http_connections", "eventodb_worker_connections"):
             self.assertEqual(types.get(fam), "gauge", fam)
         self.assertEqual(types.get("eventodb_request_duration_seconds"), "histogram")
+        # base units only: seconds and bytes, never micro- or milliseconds
+        self.assertEqual([f for f in fams if re.search(r"_(us|ms|usec|msec|micro\w*|milli\w*)(_|$)", f)], [])
         h = fams["eventodb_request_duration_seconds"]["samples"]
         buckets = sorted(((float(re.search(r'le="([^"]+)"', k[1]).group(1)), v) for k, v in h.items()
                           if k[0].endswith("_bucket")))
