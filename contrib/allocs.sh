@@ -10,10 +10,10 @@ n1=${1:-200}
 n2=${2:-1200}
 bin=${EVENTODB_BIN:-$top/src/eventodb}
 command -v valgrind >/dev/null || { echo "valgrind not installed"; exit 1; }
-port=18090
+port=${PORT:-18090}
 . "$top/contrib/throwaway-pg.sh"
 trap pg_throwaway_stop EXIT INT TERM
-pg_throwaway_start eventodb-allocs 55434
+pg_throwaway_start eventodb-allocs "${PGPORT_ALLOCS:-23435}"
 tok="ns_ZGVmYXVsdA_$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 # Worker allocations for n requests of one kind: the worker is the child
 # valgrind process that is not the supervisor.
