@@ -60,6 +60,7 @@ mono_ns(void)
 static struct wbuf out;      /* a response buffer: emptied after each op, as a reply empties it */
 static struct worker wk;     /* just enough of a worker for the response pool */
 static struct shm *region;   /* namespace table and write ring */
+static struct pool obj_pool; /* objects the size of an SSE poke (src/sse.c) */
 static uint64_t ring_gen;
 
 /* A row as PostgreSQL hands it over: jsonb text form (spaces after ':' and
@@ -99,6 +100,7 @@ setup(void)
 	uint8_t hash[32];
 
 	pool_init(&wk.resp_pool, "resp", sizeof(struct resp), 1024, resp_free);
+	pool_init(&obj_pool, "bench_obj", 104, 4096, NULL);
 	region = shm_create_ex(2, 64, ring_index_size(), ring_part_size(2, 64, 4 << 20));
 	if (region == NULL || ring_init(region, 4 << 20) != 0) {
 		fprintf(stderr, "bench: cannot set up the fixtures\n");
@@ -199,6 +201,18 @@ b_resp_small_reply(int64_t n)
 		struct resp *r = resp_get(&wk);
 		jw_lit(&r->buf, "{\"globalPosition\":981234,\"position\":41}\n");
 		resp_put(&wk, r);
+	}
+}
+
+/* What a coalesced poke costs in objects: one get and one put of a pool of
+ * 104-byte objects (sizeof(struct sse_poke) on x86-64). */
+static void
+b_pool_round_trip(int64_t n)
+{
+	for (int64_t i = 0; i < n; i++) {
+		void *o = pool_get(&obj_pool);
+		sink += (size_t)o;
+		pool_put(&obj_pool, o);
 	}
 }
 
@@ -354,6 +368,7 @@ static const struct bench benches[] = {
     {"BenchmarkRespRoundTrip", b_resp_round_trip},
     {"BenchmarkEvbufferFillDrain", b_evbuffer_fill_drain},
     {"BenchmarkRespSmallReply", b_resp_small_reply},
+    {"BenchmarkPoolRoundTrip", b_pool_round_trip},
     {"BenchmarkRingAppend", b_ring_append},
     {"BenchmarkRingAppendRead", b_ring_append_read},
     {"BenchmarkTokenParse", b_token_parse},
