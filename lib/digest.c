@@ -17,9 +17,10 @@
  * The one-shot low-level functions, not EVP: OpenSSL 3.0's EVP_Digest
  * allocates a context and fetches the algorithm on every call (three heap
  * allocations; a reused EVP_MD_CTX still allocates one), and a token is
- * hashed on every request. SHA256()/MD5() with a result buffer work on the
- * stack. They are deprecated in 3.0 in favour of EVP, but stay exported;
- * nothing here needs a provider other than the built-in one.
+ * hashed on every request. SHA256_Init/Update/Final (and MD5's) work on a
+ * context on the stack and allocate nothing. They are deprecated in 3.0 in
+ * favour of EVP, but stay exported; nothing here needs a provider other
+ * than the built-in one.
  */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"

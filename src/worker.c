@@ -156,8 +156,12 @@ worker_main(const struct config *cfg, const struct store_backend *backend, const
 	 * allocations a request). glibc hands out the static C object without
 	 * allocating, and never frees it; the process never calls setlocale, so
 	 * nothing else changes. */
-	if (uselocale(newlocale(LC_ALL_MASK, "C", (locale_t)0)) == (locale_t)0)
-		log_warn("worker %u: cannot switch to the C locale object: %s", slot + 1, strerror(errno));
+	{
+		locale_t c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+
+		if (c_locale == (locale_t)0 || uselocale(c_locale) == (locale_t)0)
+			log_warn("worker %u: cannot switch to the C locale object: %s", slot + 1, strerror(errno));
+	}
 	w->base = event_base_new();
 	w->tok = json_tokener_new_ex(MAX_DEPTH);
 	if (w->base == NULL || w->tok == NULL) {
