@@ -656,7 +656,6 @@ static void
 publish(void)
 {
 	struct prof_slot *sl = my_slot();
-	struct mallinfo2 mi;
 	uint32_t n = 0;
 
 	if (sl == NULL)
@@ -674,17 +673,19 @@ publish(void)
 #ifdef SAN_LSAN
 	/* the sanitizer's allocator serves every block and its mallinfo is
 	 * all zeros: ask it instead */
-	(void)mi;
 	sl->m_arena = __sanitizer_get_heap_size();
 	sl->m_in_use = __sanitizer_get_current_allocated_bytes();
 	sl->m_free = __sanitizer_get_free_bytes();
 	sl->m_mmap = 0;
 #else
-	mi = mallinfo2();
-	sl->m_arena = mi.arena + mi.hblkhd;
-	sl->m_in_use = mi.uordblks + mi.hblkhd;
-	sl->m_free = mi.fordblks;
-	sl->m_mmap = mi.hblkhd;
+	{
+		struct mallinfo2 mi = mallinfo2();
+
+		sl->m_arena = mi.arena + mi.hblkhd;
+		sl->m_in_use = mi.uordblks + mi.hblkhd;
+		sl->m_free = mi.fordblks;
+		sl->m_mmap = mi.hblkhd;
+	}
 #endif
 	STORE(sl->updated_us, now_unix_us());
 }

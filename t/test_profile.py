@@ -144,6 +144,8 @@ class ProfileBase(harness.TestCase):
 
     @classmethod
     def setUpClass(cls):
+        if not os.path.exists(cls.binary):
+            raise AssertionError("%s not built (make check builds it)" % cls.binary)
         cls.dir = os.path.join(harness.module_tmp(), "profiles-" + cls.__name__)
         os.makedirs(cls.dir, exist_ok=True)
         cls.srv = harness.Server(name=cls.__name__, workers=cls.workers, db_url=cls.db_url(),
@@ -434,12 +436,6 @@ class TestAlternateBuild(ProfileBase):
 
     binary = ALT_BIN
 
-    @classmethod
-    def setUpClass(cls):
-        if not os.path.exists(ALT_BIN):
-            raise AssertionError("%s not built (make t/eventodb-alt, or make check)" % ALT_BIN)
-        super().setUpClass()
-
     def test_profile_is_501(self):
         r = self.get("/debug/pprof/profile?seconds=1")
         self.assertError(r, 501, "NOT_IMPLEMENTED", msg_contains="gperftools")
@@ -482,12 +478,6 @@ class TestSteadyStateAllocations(ProfileBase):
     # whole-process allocations per request measured when these bounds were set: 5, 16, 26, 16
     BOUNDS = {"sys.version": 5, "stream.get": 16, "stream.write": 26, "category.get": 16}
     ALLOWED = ("libjson-c.", "libpq.")
-
-    @classmethod
-    def setUpClass(cls):
-        if not os.path.exists(ALT_BIN):
-            raise AssertionError("%s not built (make t/eventodb-alt, or make check)" % ALT_BIN)
-        super().setUpClass()
 
     def test_only_json_c_and_libpq_allocate(self):
         conn = self.srv.connection()
